@@ -1,0 +1,16 @@
+"""The ``aiida-pyacemaker`` command line."""
+
+from __future__ import annotations
+
+import click
+
+from .setup import setup
+
+
+@click.group()
+@click.version_option(package_name="aiida-pyacemaker")
+def cli() -> None:
+    """aiida-pyacemaker: distil MACE and a few DFT calculations into a fast ACE potential."""
+
+
+cli.add_command(setup)

@@ -1,0 +1,57 @@
+"""The codes that the plugin runs, registered as ``InstalledCode`` on a computer."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .quantum_espresso import SetupError
+from .result import StepResult
+
+if TYPE_CHECKING:
+    from aiida.orm import Computer
+
+
+@dataclass(frozen=True)
+class CodeSpec:
+    """One code the plugin needs: its label, the executable to find on PATH and the default CalcJob plugin."""
+
+    label: str
+    executable: str
+    calc_job_plugin: str
+    description: str
+    with_mpi: bool = False
+
+
+PW_CODE = CodeSpec("pw", "pw.x", "quantumespresso.pw", "Quantum ESPRESSO pw.x (serial)")
+
+#: Codes registered by ``aiida-pyacemaker setup``. MPI is off by default: on a laptop two ranks are not faster,
+#: and ``mpirun`` refuses to run as root without extra flags. Register an MPI code yourself for HPC runs.
+PLUGIN_CODES: tuple[CodeSpec, ...] = (PW_CODE,)
+
+
+def ensure_code(spec: CodeSpec, computer: Computer) -> StepResult:
+    """Register ``spec`` on ``computer`` unless a code with that label already exists there."""
+    from aiida import orm
+    from aiida.common.exceptions import NotExistent
+
+    full_label = f"{spec.label}@{computer.label}"
+    try:
+        code = orm.load_code(full_label)
+        return StepResult(f"code {full_label}", False, f"pk {code.pk}: {code.get_executable()}")
+    except NotExistent:
+        pass
+    executable = shutil.which(spec.executable)
+    if executable is None:
+        raise SetupError(f"cannot register code `{full_label}`: `{spec.executable}` is not on PATH.")
+    code = orm.InstalledCode(
+        label=spec.label,
+        computer=computer,
+        filepath_executable=executable,
+        default_calc_job_plugin=spec.calc_job_plugin,
+        description=spec.description,
+        with_mpi=spec.with_mpi,
+    )
+    code.store()
+    return StepResult(f"code {full_label}", True, f"pk {code.pk}: {executable}")

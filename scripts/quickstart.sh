@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# One command from a bare Debian machine to a finished job: install, set up AiiDA, run the main job on the daemon.
+# Usage: bash scripts/quickstart.sh [--profile NAME]   (default profile: pyacemaker)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+profile="pyacemaker"
+if [ "${1:-}" = "--profile" ]; then profile="$2"; fi
+bash scripts/install.sh
+aiida-pyacemaker setup --profile "$profile"
+python3 examples/run_si_pw.py --profile "$profile"

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The test suite: lint (ruff), types (mypy), then pytest (slow tests included; pass -m "not slow" for a quick run).
+# Usage: bash scripts/run_tests.sh [pytest arguments]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONUNBUFFERED=1 AIIDA_WARN_v3=0
+echo "== ruff"
+python3 -m ruff check aiida_pyacemaker tests examples benchmarks scripts
+python3 -m ruff format --check aiida_pyacemaker tests examples benchmarks scripts
+echo "== mypy"
+python3 -m mypy
+echo "== pytest"
+# pytest exits 5 when it collects no test: that is a failure here too.
+python3 -m pytest "$@"

@@ -1,0 +1,61 @@
+"""Shared fixtures: a SQLite + ZeroMQ test profile (daemon tests need no service), codes, pseudos, structures."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+pytest_plugins = ["aiida.tools.pytest_fixtures"]
+
+
+@pytest.fixture(scope="session")
+def aiida_profile(aiida_config, aiida_profile_factory):
+    """The test profile: SQLite storage and the ZeroMQ broker, so that ``submit_and_await`` works offline."""
+    from aiida.plugins import BrokerFactory
+
+    broker_config = BrokerFactory("core.zeromq").get_default_config()
+    with aiida_profile_factory(aiida_config, broker_backend="core.zeromq", broker_config=broker_config) as profile:
+        yield profile
+
+
+@pytest.fixture
+def pw_code(aiida_localhost):
+    """The serial ``pw.x`` registered exactly as ``aiida-pyacemaker setup`` registers it."""
+    from aiida import orm
+
+    from aiida_pyacemaker.setup.codes import PW_CODE, ensure_code
+
+    if shutil.which(PW_CODE.executable) is None:
+        pytest.fail("pw.x is not installed: run scripts/install.sh (CI installs it)")
+    ensure_code(PW_CODE, aiida_localhost)
+    return orm.load_code(f"{PW_CODE.label}@{aiida_localhost.label}")
+
+
+@pytest.fixture
+def pseudo_family():
+    """The offline PBE family from Debian's UPF files, installed as the setup command does."""
+    from aiida import orm
+
+    from aiida_pyacemaker.setup.pseudos import DEFAULT_FAMILY, ensure_pseudo_family
+
+    ensure_pseudo_family(DEFAULT_FAMILY)
+    return orm.load_group(DEFAULT_FAMILY)
+
+
+@pytest.fixture
+def generate_structure() -> Callable:
+    """Return a factory of small Si ``StructureData``: ``si2`` (displaced primitive) or ``si8`` (conventional)."""
+
+    def factory(name: str = "si2", displacement: float = 0.05, seed: int = 0, a: float = 5.43):
+        from aiida import orm
+        from ase.build import bulk
+
+        atoms = bulk("Si", "diamond", a=a, cubic=(name == "si8"))
+        rng = np.random.default_rng(seed)
+        atoms.positions += rng.normal(scale=displacement, size=atoms.positions.shape)
+        return orm.StructureData(ase=atoms)
+
+    return factory
