@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pathlib
 import shutil
 from collections.abc import Callable
 
@@ -59,3 +60,45 @@ def generate_structure() -> Callable:
         return orm.StructureData(ase=atoms)
 
     return factory
+
+
+TINY_SI = pathlib.Path(__file__).resolve().parent.parent / "models" / "tiny-si"
+
+
+@pytest.fixture
+def mace_code(aiida_localhost):
+    """The Python that runs the committee script, registered as the setup command does."""
+    from aiida import orm
+
+    from aiida_pyacemaker.setup.codes import MACE_CODE, ensure_code
+
+    ensure_code(MACE_CODE, aiida_localhost)
+    return orm.load_code(f"{MACE_CODE.label}@{aiida_localhost.label}")
+
+
+@pytest.fixture
+def mace_train_code(aiida_localhost):
+    from aiida import orm
+
+    from aiida_pyacemaker.setup.codes import MACE_TRAIN_CODE, ensure_code
+
+    ensure_code(MACE_TRAIN_CODE, aiida_localhost)
+    return orm.load_code(f"{MACE_TRAIN_CODE.label}@{aiida_localhost.label}")
+
+
+@pytest.fixture
+def tiny_committee() -> dict:
+    """The committed three-model tiny Si committee as ``MaceModelData`` nodes (``models/tiny-si``)."""
+    from aiida_pyacemaker.data import MaceModelData
+
+    paths = sorted(TINY_SI.glob("mace_si_tiny_s*.model"))
+    assert len(paths) == 3, f"tiny committee missing in {TINY_SI}: run scripts/build_tiny_committee.py"
+    return {f"m{index}": MaceModelData.from_file(path) for index, path in enumerate(paths)}
+
+
+@pytest.fixture
+def si_dft_set():
+    """The pw.x-labelled Si data set the tiny committee was trained on, as ASE ``Atoms``."""
+    from ase.io import read
+
+    return read(TINY_SI / "si_dft.xyz", index=":")

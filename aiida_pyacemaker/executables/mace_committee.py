@@ -1,0 +1,253 @@
+#!/usr/bin/env python
+"""Evaluate a committee of MACE models on many structures, batched; standalone (no AiiDA import).
+
+Reads an extended XYZ file, writes ``results.npz`` with, per structure: status, energy (mean over models,
+eV), forces (eV/A, concatenated over structures, see ``atom_offsets``), stress (eV/A^3, ASE sign convention,
+NaN for non-periodic cells), per-model energies and forces, and the uncertainty:
+
+* ``uncertainty``: max over atoms of |std over models of the atom's force vector| (eV/A);
+* ``energy_std_per_atom``: std over models of the energy / number of atoms (eV/atom);
+* ``mean_force_std``: mean over atoms of the same per-atom force std (eV/A).
+
+Std is the population std (ddof=0). With one model the uncertainty is undefined: NaN, never zero.
+A structure that cannot be trusted gets a status other than ``ok`` and uncertainty = inf; the rest of the
+batch is unaffected. Statuses: ok, empty, nonfinite, unknown_element, too_close, isolated_atom.
+
+Fatal problems write ``error.json`` ({"error": kind, "message": ...}) and exit non-zero:
+exit 3 ``model_unreadable``, exit 4 ``input_unreadable``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+import numpy as np
+
+EXIT_MODEL_UNREADABLE = 3
+EXIT_INPUT_UNREADABLE = 4
+STATUS_WIDTH = 16
+
+
+def fail(kind: str, message: str, code: int) -> None:
+    """Write ``error.json`` and exit with ``code``."""
+    with open("error.json", "w") as handle:
+        json.dump({"error": kind, "message": message}, handle)
+    print(f"{kind}: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def load_models(paths: list[str], device: str, dtype: str) -> list[Any]:
+    import torch
+
+    models = []
+    for path in paths:
+        try:
+            model = torch.load(path, map_location=device, weights_only=False)
+            model = model.to(device=device, dtype=getattr(torch, dtype)).eval()
+            _ = model.r_max, model.atomic_numbers
+        except Exception as exception:
+            fail("model_unreadable", f"{path}: {type(exception).__name__}: {exception}", EXIT_MODEL_UNREADABLE)
+        for parameter in model.parameters():
+            parameter.requires_grad_(False)
+        models.append(model)
+    return models
+
+
+def neighbours(atoms, cutoff: float) -> tuple[np.ndarray, np.ndarray]:
+    """(first atom index, distance) of every pair closer than ``cutoff``: matscipy's C code, else ASE's."""
+    try:
+        from matscipy.neighbours import neighbour_list
+
+        return neighbour_list("id", atoms, cutoff)
+    except Exception:  # matscipy missing, or a cell it refuses (e.g. no cell for a cluster)
+        from ase.neighborlist import neighbor_list
+
+        return neighbor_list("id", atoms, cutoff)
+
+
+def structure_status(atoms, known_numbers: set[int], min_distance: float, isolation_distance: float) -> str:
+    """Why a structure cannot be evaluated, or ``ok``."""
+    if len(atoms) == 0:
+        return "empty"
+    if not (np.isfinite(atoms.positions).all() and np.isfinite(atoms.cell.array).all()):
+        return "nonfinite"
+    if not set(atoms.numbers.tolist()) <= known_numbers:
+        return "unknown_element"
+    if any(atoms.pbc) and atoms.cell.volume < 1e-8:
+        return "nonfinite"
+    first, distances = neighbours(atoms, max(min_distance, isolation_distance, 1e-3))
+    if len(distances) and distances.min() < min_distance:
+        return "too_close"
+    within = first[distances < isolation_distance]
+    if (np.bincount(within, minlength=len(atoms)) == 0).any():
+        return "isolated_atom"
+    return "ok"
+
+
+def make_batches(sizes: np.ndarray, batch_size: int, max_batch_atoms: int) -> list[list[int]]:
+    """Group structure indices of similar size: at most ``batch_size`` structures and about ``max_batch_atoms``."""
+    batches: list[list[int]] = []
+    current: list[int] = []
+    atoms_in_batch = 0
+    for index in np.argsort(sizes, kind="stable"):
+        if current and (len(current) >= batch_size or atoms_in_batch + sizes[index] > max_batch_atoms):
+            batches.append(current)
+            current, atoms_in_batch = [], 0
+        current.append(int(index))
+        atoms_in_batch += int(sizes[index])
+    if current:
+        batches.append(current)
+    return batches
+
+
+def graph_key(model) -> tuple:
+    """Models with the same key read the same graphs: same cutoff, z-table and heads."""
+    heads = tuple(getattr(model, "heads", None) or ["Default"])
+    return float(model.r_max), tuple(int(z) for z in model.atomic_numbers), heads
+
+
+def build_batches(model, structures: list, batches: list[list[int]], device: str, dtype: str) -> list:
+    """The MACE graph batches of ``structures`` for ``model``'s cutoff and z-table."""
+    import torch
+    from mace import data as mace_data
+    from mace.tools import torch_geometric, torch_tools
+    from mace.tools.utils import AtomicNumberTable
+
+    r_max, numbers, heads = graph_key(model)
+    z_table = AtomicNumberTable(list(numbers))
+    keyspec = mace_data.KeySpecification(info_keys={}, arrays_keys={})
+    graph_batches = []
+    with torch_tools.default_dtype(getattr(torch, dtype)):
+        for batch_indices in batches:
+            graphs = [
+                mace_data.AtomicData.from_config(
+                    mace_data.config_from_atoms(structures[i], key_specification=keyspec, head_name=heads[-1]),
+                    z_table=z_table,
+                    cutoff=r_max,
+                    heads=list(heads),
+                )
+                for i in batch_indices
+            ]
+            graph_batches.append(torch_geometric.Batch.from_data_list(graphs).to(device))
+    return graph_batches
+
+
+def evaluate_model(model, graph_batches: list, batches: list[list[int]]) -> dict[int, tuple]:
+    """Energy, forces and stress of one model for every structure index in ``batches``."""
+    results: dict[int, tuple] = {}
+    for batch_indices, batch in zip(batches, graph_batches, strict=True):
+        # A fresh copy per model: the forward pass attaches gradients to positions and cell.
+        data = {key: value.clone() if hasattr(value, "clone") else value for key, value in batch.to_dict().items()}
+        output = model(data, compute_stress=True, training=False)
+        energies = output["energy"].detach().cpu().numpy()
+        forces = output["forces"].detach().cpu().numpy()
+        stresses = output["stress"].detach().cpu().numpy() if output.get("stress") is not None else None
+        pointer = batch["ptr"].cpu().numpy()
+        for position, index in enumerate(batch_indices):
+            stress = stresses[position] if stresses is not None else np.full((3, 3), np.nan)
+            results[index] = (energies[position], forces[pointer[position] : pointer[position + 1]], stress)
+    return results
+
+
+def committee_statistics(forces_per_model: np.ndarray, energies: np.ndarray, n_atoms: int) -> tuple[float, ...]:
+    """(uncertainty, energy std per atom, mean force std); NaN for a single model."""
+    if forces_per_model.shape[0] < 2:
+        return (np.nan, np.nan, np.nan)
+    per_atom = np.linalg.norm(forces_per_model.std(axis=0), axis=1)
+    return (float(per_atom.max()), float(energies.std() / n_atoms), float(per_atom.mean()))
+
+
+def run(args: argparse.Namespace) -> dict[str, np.ndarray]:
+    import torch
+    from ase.io import read
+
+    torch.set_num_threads(args.threads) if args.threads else None
+    try:
+        structures = list(read(args.structures, index=":", format="extxyz"))
+    except Exception as exception:
+        fail("input_unreadable", f"{args.structures}: {type(exception).__name__}: {exception}", EXIT_INPUT_UNREADABLE)
+    models = load_models(args.models, args.device, args.dtype)
+    known = set.intersection(*(set(int(z) for z in model.atomic_numbers) for model in models))
+    isolation = args.isolation_distance or min(float(model.r_max) for model in models)
+
+    n_structures, n_models = len(structures), len(models)
+    sizes = np.array([len(atoms) for atoms in structures], dtype=int)
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    status = np.array(
+        [structure_status(atoms, known, args.min_distance, isolation) for atoms in structures],
+        dtype=f"<U{STATUS_WIDTH}",
+    )
+    ok = np.flatnonzero(status == "ok")
+    batches = make_batches(sizes[ok], args.batch_size, args.max_batch_atoms)
+    batches = [[int(ok[i]) for i in batch] for batch in batches]
+
+    energy_per_model = np.full((n_models, n_structures), np.nan)
+    forces_per_model = np.full((n_models, offsets[-1], 3), np.nan)
+    stress_per_model = np.full((n_models, n_structures, 3, 3), np.nan)
+    graph_cache: dict[tuple, list] = {}
+    for m, model in enumerate(models):
+        key = graph_key(model)
+        if key not in graph_cache:
+            graph_cache[key] = build_batches(model, structures, batches, args.device, args.dtype)
+        for index, (energy, forces, stress) in evaluate_model(model, graph_cache[key], batches).items():
+            energy_per_model[m, index] = energy
+            forces_per_model[m, offsets[index] : offsets[index + 1]] = forces
+            stress_per_model[m, index] = stress
+
+    uncertainty = np.full(n_structures, np.inf)
+    energy_std_per_atom = np.full(n_structures, np.inf)
+    mean_force_std = np.full(n_structures, np.inf)
+    for index in ok:
+        atom_slice = slice(offsets[index], offsets[index + 1])
+        if not (np.isfinite(energy_per_model[:, index]).all() and np.isfinite(forces_per_model[:, atom_slice]).all()):
+            status[index] = "nonfinite"
+            continue
+        uncertainty[index], energy_std_per_atom[index], mean_force_std[index] = committee_statistics(
+            forces_per_model[:, atom_slice], energy_per_model[:, index], int(sizes[index])
+        )
+    for index, atoms in enumerate(structures):
+        if not all(atoms.pbc):
+            stress_per_model[:, index] = np.nan
+    return {
+        "status": status,
+        "n_atoms": sizes,
+        "atom_offsets": offsets,
+        "energy": energy_per_model.mean(axis=0),
+        "forces": forces_per_model.mean(axis=0),
+        "stress": stress_per_model.mean(axis=0),
+        "energy_per_model": energy_per_model,
+        "forces_per_model": forces_per_model,
+        "uncertainty": uncertainty,
+        "energy_std_per_atom": energy_std_per_atom,
+        "mean_force_std": mean_force_std,
+    }
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="MACE committee evaluation with uncertainty.")
+    parser.add_argument("--structures", required=True, help="extended XYZ file")
+    parser.add_argument("--models", nargs="+", required=True, help="MACE model files (one or more)")
+    parser.add_argument("--output", default="results.npz")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float64", choices=["float32", "float64"])
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--max-batch-atoms", type=int, default=512)
+    parser.add_argument("--min-distance", type=float, default=0.5, help="closer atoms: status too_close (A)")
+    parser.add_argument("--isolation-distance", type=float, default=0.0, help="0: the models' r_max (A)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads; 0 keeps torch's default")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    results = run(args)
+    np.savez(args.output, **results)  # type: ignore[arg-type]
+    counts = {name: int((results["status"] == name).sum()) for name in np.unique(results["status"])}
+    print(json.dumps({"structures": len(results["status"]), "status_counts": counts}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,20 @@
+"""A throw-away AiiDA profile for benchmarks: SQLite, no broker (``run`` only), in a temporary AIIDA_PATH."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+
+def temporary_profile(name: str = "bench") -> str:
+    """Create and load a fresh profile with the localhost computer and the plugin's codes; return its folder."""
+    folder = tempfile.mkdtemp(prefix="pyacemaker-bench-")
+    os.environ["AIIDA_PATH"] = folder
+    from aiida_pyacemaker.setup.codes import PLUGIN_CODES, ensure_code
+    from aiida_pyacemaker.setup.profile import ensure_localhost, ensure_profile
+
+    ensure_profile(name, broker="none")
+    computer, _ = ensure_localhost()
+    for spec in PLUGIN_CODES:
+        ensure_code(spec, computer)
+    return folder
