@@ -102,3 +102,14 @@ def si_dft_set():
     from ase.io import read
 
     return read(TINY_SI / "si_dft.xyz", index=":")
+
+
+@pytest.fixture
+def pacemaker_code(aiida_localhost):
+    """The Python with python-ace that runs the fit driver, registered as the setup command does."""
+    from aiida import orm
+
+    from aiida_pyacemaker.setup.codes import PACEMAKER_CODE, ensure_code
+
+    ensure_code(PACEMAKER_CODE, aiida_localhost)
+    return orm.load_code(f"{PACEMAKER_CODE.label}@{aiida_localhost.label}")

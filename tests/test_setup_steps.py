@@ -53,12 +53,15 @@ def test_missing_executable_gives_an_actionable_message():
 
 
 def test_ensure_code_is_idempotent(aiida_localhost):
-    first = ensure_code(PW_CODE, aiida_localhost)
-    second = ensure_code(PW_CODE, aiida_localhost)
-    assert first.changed and not second.changed
+    from dataclasses import replace
+
     from aiida import orm
 
-    code = orm.load_code(f"pw@{aiida_localhost.label}")
+    spec = replace(PW_CODE, label="pw-idempotence")  # a label no other test registers
+    first = ensure_code(spec, aiida_localhost)
+    second = ensure_code(spec, aiida_localhost)
+    assert first.changed and not second.changed
+    code = orm.load_code(f"pw-idempotence@{aiida_localhost.label}")
     assert code.default_calc_job_plugin == "quantumespresso.pw"
     assert code.with_mpi is False
 

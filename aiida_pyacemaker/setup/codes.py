@@ -29,10 +29,12 @@ PW_CODE = CodeSpec("pw", "pw.x", "quantumespresso.pw", "Quantum ESPRESSO pw.x (s
 #: The Python that has mace-torch: MaceCalculation runs its standalone committee script with it.
 MACE_CODE = CodeSpec("mace", sys.executable, "pyacemaker.mace", "Python with mace-torch (MACE committee script)")
 MACE_TRAIN_CODE = CodeSpec("mace-train", "mace_run_train", "pyacemaker.mace.train", "mace-torch's mace_run_train")
+#: The Python that has python-ace (pacemaker, pace_yaml2yace, pace_activeset on its PATH): runs the fit driver.
+PACEMAKER_CODE = CodeSpec("pacemaker", sys.executable, "pyacemaker.pacemaker", "Python with python-ace (pacemaker)")
 
 #: Codes registered by ``aiida-pyacemaker setup``. MPI is off by default: on a laptop two ranks are not faster,
 #: and ``mpirun`` refuses to run as root without extra flags. Register an MPI code yourself for HPC runs.
-PLUGIN_CODES: tuple[CodeSpec, ...] = (PW_CODE, MACE_CODE, MACE_TRAIN_CODE)
+PLUGIN_CODES: tuple[CodeSpec, ...] = (PW_CODE, MACE_CODE, MACE_TRAIN_CODE, PACEMAKER_CODE)
 
 
 def ensure_code(spec: CodeSpec, computer: Computer) -> StepResult:

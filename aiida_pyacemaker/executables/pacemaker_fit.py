@@ -1,0 +1,112 @@
+#!/usr/bin/env python
+"""Run one pacemaker fit from portable inputs; standalone (no AiiDA import), needs python-ace and pandas.
+
+Inputs in the working directory: ``input.yaml`` (written by PacemakerCalculation, ``data.filename`` and
+``data.test_filename`` pointing at ``*.pckl.gzip`` files this script creates), ``train.xyz`` and optionally
+``test.xyz`` (extended XYZ, labels under ``REF_energy``/``REF_forces``, row weight under ``w_factor``), and
+optionally ``previous.yaml`` (the potential to continue from).
+
+Steps: 1. convert the XYZ files into pacemaker's gzipped pandas pickle with *this* environment's pandas (so a
+remote pacemaker with another pandas major version reads its own pickle); 2. strip ``_fit_cycles`` from the
+start potential's metadata (an interim potential with it would silently fit nothing); 3. ``pacemaker
+input.yaml``; 4. ``pace_yaml2yace``; 5. ``pace_activeset`` when ``--active-set`` is given.
+
+Fatal problems write ``error.json`` ({"error": kind, "message": ...}) and exit non-zero:
+exit 3 ``data_unreadable``, exit 4 ``fit_failed``, exit 5 ``conversion_failed``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import subprocess
+import sys
+
+EXIT_DATA_UNREADABLE = 3
+EXIT_FIT_FAILED = 4
+EXIT_CONVERSION_FAILED = 5
+POTENTIAL = "output_potential.yaml"
+
+
+def fail(kind: str, message: str, code: int) -> None:
+    pathlib.Path("error.json").write_text(json.dumps({"error": kind, "message": message[-4000:]}))
+    print(f"{kind}: {message[-4000:]}", file=sys.stderr)
+    sys.exit(code)
+
+
+def xyz_to_pickle(source: str, target: str) -> int:
+    """Write pacemaker's DataFrame (ase_atoms, energy, forces, w_factor) as a gzipped pickle; return its rows."""
+    import numpy as np
+    import pandas as pd
+    from ase.io import read
+
+    try:
+        structures = read(source, index=":", format="extxyz")
+    except Exception as exception:
+        fail("data_unreadable", f"{source}: {type(exception).__name__}: {exception}", EXIT_DATA_UNREADABLE)
+    rows = []
+    for index, atoms in enumerate(structures):
+        energy = float(atoms.info.pop("REF_energy"))
+        forces = np.asarray(atoms.arrays.pop("REF_forces"), dtype=float)
+        if not (np.isfinite(energy) and np.isfinite(forces).all()):
+            fail("data_unreadable", f"{source}: structure {index} has a non-finite label", EXIT_DATA_UNREADABLE)
+        weight = float(atoms.info.pop("w_factor", 1.0))
+        atoms.info = {}
+        rows.append({"ase_atoms": atoms, "energy": energy, "forces": forces, "w_factor": weight})
+    pd.DataFrame(rows).to_pickle(target, compression="gzip")
+    return len(rows)
+
+
+def strip_fit_cycles(path: str) -> bool:
+    """Remove ``_fit_cycles`` from a potential's metadata; return whether it was there."""
+    from pyace import BBasisConfiguration
+
+    basis = BBasisConfiguration(path)
+    metadata = basis.metadata
+    if "_fit_cycles" not in metadata:
+        return False
+    del metadata["_fit_cycles"]
+    basis.metadata = metadata
+    basis.save(path)
+    return True
+
+
+def tool(name: str) -> str:
+    """A python-ace command: the one installed beside this Python, else whatever PATH finds."""
+    sibling = pathlib.Path(sys.executable).parent / name
+    return str(sibling) if sibling.is_file() else name
+
+
+def run(command: list[str], kind: str, code: int) -> None:
+    completed = subprocess.run(command, capture_output=True, text=True)
+    pathlib.Path(f"{pathlib.Path(command[0]).name}.log").write_text(completed.stdout + completed.stderr)
+    if completed.returncode != 0:
+        fail(kind, f"{' '.join(command)} exited {completed.returncode}:\n{completed.stderr}", code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="pacemaker fit from portable inputs")
+    parser.add_argument("--train", default="train.xyz")
+    parser.add_argument("--test", default="")
+    parser.add_argument("--previous", default="", help="potential to continue from (YAML B-basis)")
+    parser.add_argument("--active-set", action="store_true", help="build output_potential.asi")
+    args = parser.parse_args(argv)
+
+    summary: dict = {"train_rows": xyz_to_pickle(args.train, "train.pckl.gzip")}
+    if args.test:
+        summary["test_rows"] = xyz_to_pickle(args.test, "test.pckl.gzip")
+    if args.previous:
+        summary["stripped_fit_cycles"] = strip_fit_cycles(args.previous)
+    run([tool("pacemaker"), "input.yaml"], "fit_failed", EXIT_FIT_FAILED)
+    if not pathlib.Path(POTENTIAL).is_file():
+        fail("fit_failed", f"pacemaker finished without writing {POTENTIAL}", EXIT_FIT_FAILED)
+    run([tool("pace_yaml2yace"), POTENTIAL, "-o", "output_potential.yace"], "conversion_failed", EXIT_CONVERSION_FAILED)
+    if args.active_set:
+        run([tool("pace_activeset"), POTENTIAL, "-d", "train.pckl.gzip"], "conversion_failed", EXIT_CONVERSION_FAILED)
+    pathlib.Path("driver_summary.json").write_text(json.dumps(summary))
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
