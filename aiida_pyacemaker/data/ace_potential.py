@@ -59,6 +59,7 @@ class ReferencedAceCalculator(Calculator):
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
+        assert self.atoms is not None
         self.ace.calculate(self.atoms, properties, system_changes)
         results = dict(self.ace.results)
         offset = reference_offset(self.atoms.get_chemical_symbols(), self.reference)
