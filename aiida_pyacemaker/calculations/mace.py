@@ -68,8 +68,10 @@ def validate_models(value: dict, _) -> str | None:
     return None
 
 
-def validate_inputs(inputs: dict[str, Any], _) -> str | None:
+def validate_inputs(inputs: dict[str, Any], ctx) -> str | None:
     """Exactly one of ``structures`` (a few nodes) and ``structure_set`` (many structures in one node)."""
+    if any(name not in ctx for name in ("structures", "structure_set")):
+        return None  # exposed by a work chain that supplies the structures itself
     given = [name for name in ("structures", "structure_set") if inputs.get(name) not in (None, {})]
     if len(given) != 1:
         return "give the structures either as `structures` (StructureData nodes) or as one `structure_set`"

@@ -1,7 +1,8 @@
 """``LabelledStructuresData``: a ``StructureSetData`` whose rows also carry labels.
 
-Per row: energy, forces, stress, the label source (``mace`` or ``dft``), the uncertainty and a training
-weight, besides the geometry, the uuid of the ``StructureData`` it came from and the config type.
+Per row: energy, forces, stress, the label source (``mace`` or ``dft``), the uncertainty, a training weight and
+the uuid of the process that made the label, besides the geometry, the uuid of the ``StructureData`` it came
+from and the config type.
 
 Units: energy eV, forces eV/A, stress eV/A^3 (ASE sign convention). Missing stress is NaN.
 """
@@ -52,6 +53,7 @@ class LabelledStructuresData(StructureSetData):
         uncertainty: Sequence[float] | None = None,
         weight: Sequence[float] | None = None,
         structure_uuids: Sequence[str] | None = None,
+        producer_uuids: Sequence[str] | None = None,
         energy_key: str = "REF_energy",
         forces_key: str = "REF_forces",
         stress_key: str = "REF_stress",
@@ -70,6 +72,8 @@ class LabelledStructuresData(StructureSetData):
         node.set_array("source", as_text(sources, 8))
         node.set_array("uncertainty", np.asarray(uncertainty if uncertainty is not None else [np.nan] * count, float))
         node.set_array("weight", np.asarray(weight if weight is not None else [1.0] * count, dtype=float))
+        # The process that made each label (MaceCalculation or PwCalculation), empty when unknown.
+        node.set_array("producer_uuids", as_text(producer_uuids or [""] * count, 36))
         node.base.attributes.set("sources", {name: sources.count(name) for name in set(sources)})
         return node
 

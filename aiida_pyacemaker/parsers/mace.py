@@ -17,6 +17,8 @@ FATAL_ERRORS = {"model_unreadable": "ERROR_MODEL_UNREADABLE", "input_unreadable"
 class MaceParser(Parser):
     """Turn the committee script's output into one ``MaceResultsData`` node."""
 
+    CACHE_VERSION = 1
+
     def parse(self, **kwargs) -> ExitCode | None:
         retrieved = self.retrieved
         names = retrieved.base.repository.list_object_names()

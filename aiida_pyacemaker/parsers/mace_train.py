@@ -65,6 +65,8 @@ def read_error_table(stdout: str) -> dict[str, float]:
 class MaceTrainParser(Parser):
     """One ``MaceModelData`` per seed plus a metrics ``Dict``."""
 
+    CACHE_VERSION = 1
+
     def parse(self, **kwargs) -> ExitCode | None:
         repository = self.retrieved.base.repository
         names = set(repository.list_object_names())

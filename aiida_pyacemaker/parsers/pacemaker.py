@@ -43,6 +43,8 @@ def final_rmse(table: dict[str, np.ndarray], prefix: str) -> dict[str, float]:
 class PacemakerParser(Parser):
     """``AcePotentialData`` plus metrics and the learning curve; refuses fits that fitted nothing."""
 
+    CACHE_VERSION = 1
+
     def parse(self, **kwargs) -> ExitCode | None:
         repository = self.retrieved.base.repository
         names = set(repository.list_object_names())

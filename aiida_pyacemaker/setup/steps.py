@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .caching import ensure_caching
 from .codes import PLUGIN_CODES, ensure_code
 from .daemon import ensure_daemon
 from .profile import ensure_localhost, ensure_profile
@@ -37,6 +38,7 @@ def run_setup(options: SetupOptions) -> list[StepResult]:
     results.append(computer_result)
     results.extend(ensure_code(spec, computer) for spec in PLUGIN_CODES)
     results.append(ensure_pseudo_family(options.pseudo_family))
+    results.append(ensure_caching(options.profile))
     if options.start_daemon and options.broker != "none":
         results.append(ensure_daemon(options.profile, options.daemon_workers))
     return results

@@ -66,10 +66,25 @@ def get_pw_builder(
     )
 
 
+def get_pw_tier_inputs(code: Code, structure: StructureData, **kwargs: Any) -> dict[str, Any]:
+    """``PwBaseWorkChain`` inputs for the DFT tier of ``TieredOracleWorkChain`` (its ``dft`` namespace).
+
+    Built like :func:`get_pw_builder` from a representative ``structure`` (its elements set the cutoffs); the
+    structure itself is left out, the work chain sets it per row. k-points follow ``kpoints_distance``.
+    """
+    inputs = get_pw_builder(code, structure, **kwargs)._inputs(prune=True)
+    inputs["pw"].pop("structure")
+    return inputs
+
+
 def pw_label(node: WorkChainNode) -> dict[str, Any]:
     """Energy (eV), forces (eV/A) and stress (eV/A^3) of a finished ``PwBaseWorkChain`` or ``PwCalculation``."""
-    energy = float(node.outputs.output_parameters["energy"])
-    trajectory = node.outputs.output_trajectory
+    return pw_label_from_outputs(node.outputs.output_parameters, node.outputs.output_trajectory)
+
+
+def pw_label_from_outputs(parameters, trajectory) -> dict[str, Any]:
+    """The same label from the ``output_parameters`` and ``output_trajectory`` nodes."""
+    energy = float(parameters["energy"])
     forces = np.asarray(trajectory.get_array("forces")[-1], dtype=float)
     label: dict[str, Any] = {"energy": energy, "forces": forces}
     if "stress" in trajectory.get_arraynames():

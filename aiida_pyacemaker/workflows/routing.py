@@ -1,0 +1,84 @@
+"""Routing of structures between the tiers, and the energy reference that puts MACE labels on DFT's scale.
+
+Pure functions on arrays: the work chain and the tests use the same code.
+
+Routes per structure:
+* ``mace``: uncertainty <= ``uncertainty_threshold`` (accept the MACE label);
+* ``dft``: uncertainty > ``threshold_call_dft``, most uncertain first, up to ``max_dft_calls``;
+* ``over_budget``: would go to DFT but the budget is spent;
+* ``deferred``: in the middle band (accept < u <= dft) with the ``discard`` policy: recorded, not labelled;
+* ``rejected``: MACE flagged the structure (status other than ``ok``): never sent to DFT.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+ROUTES = ("mace", "dft", "over_budget", "deferred", "rejected")
+MIDDLE_BAND_POLICIES = ("discard", "mace", "dft")
+
+
+def validate_thresholds(accept: float, call_dft: float, policy: str, max_dft_calls: int | None) -> str | None:
+    """A message for inconsistent routing settings, else None."""
+    for name, value in (("uncertainty_threshold", accept), ("threshold_call_dft", call_dft)):
+        if not np.isfinite(value) or value < 0:
+            return f"{name} must be finite and >= 0, got {value}"
+    if accept > call_dft:
+        return f"uncertainty_threshold ({accept}) must be <= threshold_call_dft ({call_dft})"
+    if policy not in MIDDLE_BAND_POLICIES:
+        return f"middle_band_policy must be one of {MIDDLE_BAND_POLICIES}, got `{policy}`"
+    if max_dft_calls is not None and max_dft_calls < 0:
+        return f"max_dft_calls must be >= 0, got {max_dft_calls}"
+    return None
+
+
+def route(
+    uncertainty: np.ndarray,
+    status: Sequence[str],
+    accept: float,
+    call_dft: float,
+    policy: str = "discard",
+    max_dft_calls: int | None = None,
+) -> np.ndarray:
+    """The route of every structure (see the module docstring)."""
+    uncertainty = np.asarray(uncertainty, dtype=float)
+    status = np.asarray(status)
+    if np.isnan(uncertainty[status == "ok"]).any():
+        raise ValueError("uncertainty undefined (one-model committee?): routing needs two or more models")
+    routes = np.full(len(uncertainty), "deferred", dtype="<U11")
+    routes[uncertainty <= accept] = "mace"
+    routes[uncertainty > call_dft] = "dft"
+    middle = (uncertainty > accept) & (uncertainty <= call_dft)
+    if policy == "mace":
+        routes[middle] = "mace"
+    elif policy == "dft":
+        routes[middle] = "dft"
+    routes[status != "ok"] = "rejected"
+    if max_dft_calls is not None:
+        candidates = np.flatnonzero(routes == "dft")
+        most_uncertain_first = candidates[np.argsort(-uncertainty[candidates], kind="stable")]
+        routes[most_uncertain_first[max_dft_calls:]] = "over_budget"
+    return routes
+
+
+def fit_energy_shift(
+    compositions: list[dict[str, int]], dft_energies: Sequence[float], mace_energies: Sequence[float]
+) -> dict[str, float]:
+    """Per-element shift (eV/atom) d minimising sum_s (E_dft - E_mace - sum_el n_el d_el)^2 (least squares).
+
+    With one element this is the mean of (E_dft - E_mace) / N. Elements that no pair constrains get no shift.
+    """
+    elements = sorted({element for composition in compositions for element in composition})
+    if not compositions:
+        return {}
+    matrix = np.array([[composition.get(element, 0) for element in elements] for composition in compositions], float)
+    difference = np.asarray(dft_energies, dtype=float) - np.asarray(mace_energies, dtype=float)
+    shift, *_ = np.linalg.lstsq(matrix, difference, rcond=None)
+    return {element: float(value) for element, value in zip(elements, shift, strict=True)}
+
+
+def apply_energy_shift(composition: dict[str, int], energy: float, shift: dict[str, float]) -> float:
+    """A MACE energy on the DFT reference."""
+    return float(energy + sum(count * shift.get(element, 0.0) for element, count in composition.items()))
