@@ -44,8 +44,8 @@ def route(
 ) -> np.ndarray:
     """The route of every structure (see the module docstring)."""
     uncertainty = np.asarray(uncertainty, dtype=float)
-    status = np.asarray(status)
-    if np.isnan(uncertainty[status == "ok"]).any():
+    flagged = np.asarray(status) != "ok"
+    if np.isnan(uncertainty[~flagged]).any():
         raise ValueError("uncertainty undefined (one-model committee?): routing needs two or more models")
     routes = np.full(len(uncertainty), "deferred", dtype="<U11")
     routes[uncertainty <= accept] = "mace"
@@ -55,7 +55,7 @@ def route(
         routes[middle] = "mace"
     elif policy == "dft":
         routes[middle] = "dft"
-    routes[status != "ok"] = "rejected"
+    routes[flagged] = "rejected"
     if max_dft_calls is not None:
         candidates = np.flatnonzero(routes == "dft")
         most_uncertain_first = candidates[np.argsort(-uncertainty[candidates], kind="stable")]

@@ -169,7 +169,7 @@ class TieredOracleWorkChain(WorkChain):
         spec.outline(
             cls.run_mace,
             cls.inspect_mace,
-            while_(cls.dft_pending)(cls.run_dft_batch, cls.inspect_dft_batch),
+            while_(cls.dft_pending)(cls.run_dft_batch, cls.inspect_dft_batch),  # type: ignore[arg-type]
             cls.assemble,
         )
         spec.output("labelled", valid_type=LabelledStructuresData, required=False)
