@@ -75,8 +75,10 @@ def validate_parameters(value: orm.Dict, _) -> str | None:
     return None
 
 
-def validate_inputs(inputs: dict[str, Any], _) -> str | None:
+def validate_inputs(inputs: dict[str, Any], ctx) -> str | None:
     """Elements of the data must be in the potential that is continued; one start potential at most."""
+    if any(name not in ctx for name in ("training_set", "previous_potential")):
+        return None  # exposed by a work chain that supplies these itself (and validates them)
     training = inputs["training_set"]
     if "previous_potential" in inputs and "ladder_initial_potential" in inputs:
         return "give either previous_potential (continue a fit) or ladder_initial_potential (grow a basis)"

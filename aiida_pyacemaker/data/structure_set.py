@@ -11,10 +11,32 @@ such input happens where the structures are used.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
+from typing import TypeVar
 
 import numpy as np
 from aiida import orm
+
+#: Arrays with one entry per atom; ``atom_offsets`` splits them into structures. Every other array has one
+#: entry per structure.
+PER_ATOM_ARRAYS = frozenset({"numbers", "positions", "forces"})
+SetType = TypeVar("SetType", bound="StructureSetData")
+
+
+def fingerprints(
+    offsets: np.ndarray, numbers: np.ndarray, positions: np.ndarray, cells: np.ndarray, pbc: np.ndarray
+) -> np.ndarray:
+    """A sha1 per structure of its numbers, positions and cell (rounded to 1e-4 A): equal geometry, equal print."""
+    prints = []
+    for index in range(len(cells)):
+        rows = slice(offsets[index], offsets[index + 1])
+        digest = hashlib.sha1(numbers[rows].astype(np.int64).tobytes())
+        digest.update(np.round(positions[rows], 4).tobytes())
+        digest.update(np.round(cells[index], 4).tobytes())
+        digest.update(pbc[index].tobytes())
+        prints.append(digest.hexdigest())
+    return np.array(prints, dtype="<U40")
 
 
 def as_text(values, width: int) -> np.ndarray:
@@ -46,11 +68,53 @@ class StructureSetData(orm.ArrayData):
         node.set_array("pbc", np.array([atoms.pbc for atoms in structures], dtype=bool))
         node.set_array("structure_uuids", as_text(structure_uuids or [""] * len(structures), 36))
         node.set_array("config_type", as_text((atoms.info.get("config_type", "") for atoms in structures), 32))
-        node.base.attributes.set("num_structures", len(structures))
-        node.base.attributes.set("num_atoms", int(sizes.sum()))
-        symbols = {str(symbol) for atoms in structures for symbol in atoms.get_chemical_symbols()}
-        node.base.attributes.set("elements", sorted(symbols))
+        node.finalise()
         return node
+
+    def finalise(self) -> None:
+        """Fingerprints and the summary attributes, from the arrays."""
+        from ase.data import chemical_symbols
+
+        arrays = {name: self.get_array(name) for name in ("atom_offsets", "numbers", "positions", "cells", "pbc")}
+        self.set_array(
+            "fingerprints",
+            fingerprints(
+                arrays["atom_offsets"], arrays["numbers"], arrays["positions"], arrays["cells"], arrays["pbc"]
+            ),
+        )
+        self.base.attributes.set("num_structures", len(arrays["cells"]))
+        self.base.attributes.set("num_atoms", int(arrays["atom_offsets"][-1]))
+        self.base.attributes.set("elements", sorted({chemical_symbols[z] for z in np.unique(arrays["numbers"])}))
+
+    @classmethod
+    def gather(cls: type[SetType], parts: Sequence[tuple[StructureSetData, Sequence[int] | np.ndarray]]) -> SetType:
+        """A new set with the given rows of the given sets (of this class), in that order; array by array."""
+        if not parts or not any(len(rows) for _, rows in parts):
+            raise ValueError("gather needs at least one row")
+        names = set(parts[0][0].get_arraynames()) - {"atom_offsets", "fingerprints"}
+        pieces: dict[str, list[np.ndarray]] = {name: [] for name in names}
+        sizes: list[np.ndarray] = []
+        for node, rows in parts:
+            if not len(rows):
+                continue
+            rows = np.asarray(rows, dtype=int)
+            offsets = node.get_array("atom_offsets")
+            starts, stops = offsets[rows], offsets[rows + 1]
+            atom_rows = np.concatenate([np.arange(a, b) for a, b in zip(starts, stops, strict=True)])
+            sizes.append(stops - starts)
+            for name in names:
+                array = node.get_array(name)
+                pieces[name].append(array[atom_rows] if name in PER_ATOM_ARRAYS else array[rows])
+        result = cls()
+        result.set_array("atom_offsets", np.concatenate([[0], np.cumsum(np.concatenate(sizes))]))
+        for name, arrays in pieces.items():
+            result.set_array(name, np.concatenate(arrays))
+        result.finalise()
+        sources = result.get_array("source") if "source" in names else None
+        if sources is not None:
+            values, counts = np.unique(sources, return_counts=True)
+            result.base.attributes.set("sources", {str(v): int(c) for v, c in zip(values, counts, strict=True)})
+        return result
 
     @classmethod
     def from_structures(cls, structures: Sequence[orm.StructureData]) -> StructureSetData:
