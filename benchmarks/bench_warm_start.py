@@ -90,8 +90,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--maxiter", type=int, default=300, help="iterations of the fits from scratch")
     parser.add_argument("--warm-maxiter", type=int, default=300, help="iterations of the warm starts")
-    parser.add_argument("--replay", type=int, default=30, help="replay rows from set 1 in arm (a)")
-    parser.add_argument("--functions", type=int, default=20, help="basis functions per element")
+    parser.add_argument("--replay", type=int, default=50, help="replay rows from set 1 in arm (a)")
+    parser.add_argument("--functions", type=int, default=40, help="basis functions per element")
     args = parser.parse_args()
     temporary_profile()
 

@@ -12,6 +12,7 @@ from ..calculations.pacemaker import PacemakerCalculation
 from ..data.ace_potential import AcePotentialData
 from ..data.history import get_history, history_batches, history_fingerprints, new_rows
 from ..data.labelled_structures import LabelledStructuresData
+from ..data.structure_set import load_arrays
 from .replay import STRATEGIES, replay_count, sample_rows
 
 EV_TO_MEV = 1000.0
@@ -74,7 +75,11 @@ def build_training_set(new_structures: LabelledStructuresData, settings: orm.Dic
                 report["dopt_fallback"] = "no previous potential: random replay"
             replay = [(older[part], rows) for part, rows in sample_rows([len(b) for b in older], count, config["seed"])]
         # A replayed row that is also among the new ones would count twice: drop it.
-        replay = [(node, _rows_not_in(node, rows, fresh)) for node, rows in replay]
+        prints = load_arrays([node for node, _ in replay], ["fingerprints"])
+        replay = [
+            (node, np.array([r for r in rows if str(p["fingerprints"][r]) not in fresh], dtype=int))
+            for (node, rows), p in zip(replay, prints, strict=True)
+        ]
         parts += replay
         report["replay"] = sum(len(rows) for _, rows in replay)
     training = LabelledStructuresData.gather(parts)
@@ -85,11 +90,6 @@ def build_training_set(new_structures: LabelledStructuresData, settings: orm.Dic
     training.set_array("role", roles)
     training.base.attributes.set("replay", report)
     return {"training_set": training}
-
-
-def _rows_not_in(node: LabelledStructuresData, rows, fingerprints: set[str]) -> np.ndarray:
-    prints = node.get_array("fingerprints")
-    return np.array([row for row in rows if str(prints[row]) not in fingerprints], dtype=int)
 
 
 def rmse_by_domain(potential: AcePotentialData, test_set: LabelledStructuresData) -> dict[str, dict[str, float]]:
