@@ -6,7 +6,6 @@ which needs only mace-torch and ase: it works on a remote computer that does not
 
 from __future__ import annotations
 
-from importlib import resources
 from typing import Any
 
 from aiida import orm
@@ -17,6 +16,7 @@ from aiida.engine import CalcJob
 from ..data.committee_results import MaceResultsData
 from ..data.mace_model import MaceModelData
 from ..data.structure_set import StructureSetData
+from .common import copy_executable, set_serial_defaults
 
 SCRIPT = "mace_committee.py"
 STRUCTURES_FILE = "structures.xyz"
@@ -111,9 +111,7 @@ class MaceCalculation(CalcJob):
             validator=validate_parameters,
             help=f"Evaluation settings; defaults: {DEFAULT_PARAMETERS}.",
         )
-        spec.inputs["metadata"]["options"]["resources"].default = {"num_machines": 1, "num_mpiprocs_per_machine": 1}
-        spec.inputs["metadata"]["options"]["parser_name"].default = "pyacemaker.mace"
-        spec.inputs["metadata"]["options"]["withmpi"].default = False
+        set_serial_defaults(spec, "pyacemaker.mace")
         spec.output("results", valid_type=MaceResultsData, help="One row per input structure.")
         spec.exit_code(300, "ERROR_OUTPUT_MISSING", message="The committee script wrote no results file.")
         spec.exit_code(301, "ERROR_OUTPUT_CORRUPT", message="The results file is unreadable or incomplete.")
@@ -146,9 +144,7 @@ class MaceCalculation(CalcJob):
             atoms.info = {}
         with folder.open(STRUCTURES_FILE, "w") as handle:
             write(handle, atoms_list, format="extxyz")
-        folder.create_file_from_filelike(
-            resources.files("aiida_pyacemaker.executables").joinpath(SCRIPT).open("rb"), SCRIPT, mode="wb"
-        )
+        copy_executable(folder, SCRIPT)
 
         local_copy_list = []
         model_paths = []

@@ -17,6 +17,7 @@ from aiida.engine import CalcJob
 
 from ..data.labelled_structures import LabelledStructuresData
 from ..data.mace_model import MaceModelData
+from .common import set_serial_defaults
 
 TRAIN_FILE = "train.xyz"
 VALID_FILE = "valid.xyz"
@@ -110,9 +111,7 @@ class MaceTrainCalculation(CalcJob):
             help="mace_run_train options (key: value); see protocols/mace_train.yaml.",
         )
         spec.inputs.validator = validate_inputs
-        spec.inputs["metadata"]["options"]["resources"].default = {"num_machines": 1, "num_mpiprocs_per_machine": 1}
-        spec.inputs["metadata"]["options"]["parser_name"].default = "pyacemaker.mace.train"
-        spec.inputs["metadata"]["options"]["withmpi"].default = False
+        set_serial_defaults(spec, "pyacemaker.mace.train")
         spec.output_namespace("models", valid_type=MaceModelData, dynamic=True, help="One model per seed: s<seed>.")
         spec.output("metrics", valid_type=orm.Dict, help="Per seed: epochs and train/valid energy and force RMSE.")
         spec.exit_code(300, "ERROR_MODEL_MISSING", message="mace_run_train wrote no model for seed {seed}.")

@@ -12,7 +12,6 @@ fitting (basis growth), available here as the separate ``ladder_initial_potentia
 
 from __future__ import annotations
 
-from importlib import resources
 from typing import Any
 
 import yaml
@@ -23,6 +22,7 @@ from aiida.engine import CalcJob
 
 from ..data.ace_potential import AcePotentialData
 from ..data.labelled_structures import SOURCES, LabelledStructuresData
+from .common import copy_executable, set_serial_defaults
 
 DRIVER = "pacemaker_fit.py"
 INPUT_FILE = "input.yaml"
@@ -206,9 +206,7 @@ class PacemakerCalculation(CalcJob):
             help="Ladder fitting: grow the basis starting from this potential (pacemaker's initial_potential).",
         )
         spec.inputs.validator = validate_inputs
-        spec.inputs["metadata"]["options"]["resources"].default = {"num_machines": 1, "num_mpiprocs_per_machine": 1}
-        spec.inputs["metadata"]["options"]["parser_name"].default = "pyacemaker.pacemaker"
-        spec.inputs["metadata"]["options"]["withmpi"].default = False
+        set_serial_defaults(spec, "pyacemaker.pacemaker")
         spec.output("potential", valid_type=AcePotentialData)
         spec.output("metrics", valid_type=orm.Dict, help="RMSEs (meV/atom, meV/A per component), loss, iterations.")
         spec.output("learning_curve", valid_type=orm.ArrayData, help="Loss and RMSEs per iteration.")
@@ -256,9 +254,7 @@ class PacemakerCalculation(CalcJob):
         )
         with folder.open(INPUT_FILE, "w") as handle:
             yaml.safe_dump(content, handle, sort_keys=False)
-        folder.create_file_from_filelike(
-            resources.files("aiida_pyacemaker.executables").joinpath(DRIVER).open("rb"), DRIVER, mode="wb"
-        )
+        copy_executable(folder, DRIVER)
 
         codeinfo = CodeInfo()
         codeinfo.code_uuid = self.inputs.code.uuid
