@@ -92,6 +92,7 @@ def main() -> None:
     parser.add_argument("--warm-maxiter", type=int, default=300, help="iterations of the warm starts")
     parser.add_argument("--replay", type=int, default=50, help="replay rows from set 1 in arm (a)")
     parser.add_argument("--functions", type=int, default=40, help="basis functions per element")
+    parser.add_argument("--kappa", type=float, default=0.3, help="pacemaker's force share of the loss")
     args = parser.parse_args()
     temporary_profile()
 
@@ -109,6 +110,7 @@ def main() -> None:
         **get_protocol_parameters("pacemaker", "fast"),
         "display_step": 5,
         "number_of_functions_per_element": args.functions,
+        "kappa": args.kappa,
     }
 
     def fit(train: list, label: str, previous=None):

@@ -41,7 +41,8 @@ def dopt_rows(older: list[LabelledStructuresData], count: int, potential: AcePot
     path = potential.write_files(_tempdir())["yaml"]
     selected = select_structures_maxvol(frame, BBasisConfiguration(str(path)), max_structures=count)
     chosen = [int(index) for index in selected.index]
-    remaining = [row for row in range(len(pool_set)) if row not in set(chosen)]
+    taken = set(chosen)
+    remaining = [row for row in range(len(pool_set)) if row not in taken]
     top_up = np.random.default_rng(seed).permutation(remaining)[: count - len(chosen)]
     return pool_set, sorted(chosen + [int(row) for row in top_up]), len(chosen)
 
