@@ -92,7 +92,7 @@ def main() -> None:
     parser.add_argument("--warm-maxiter", type=int, default=300, help="iterations of the warm starts")
     parser.add_argument("--replay", type=int, default=50, help="replay rows from set 1 in arm (a)")
     parser.add_argument("--functions", type=int, default=40, help="basis functions per element")
-    parser.add_argument("--kappa", type=float, default=0.3, help="pacemaker's force share of the loss")
+    parser.add_argument("--kappa", type=float, default=0.6, help="pacemaker's force share of the loss")
     args = parser.parse_args()
     temporary_profile()
 
