@@ -76,14 +76,12 @@ def time_to_reach(node, target_rmse_f: float) -> float | None:
 
 
 def force_rmse(potential, structures: list) -> float:
-    """Force RMSE per component (eV/A) of a potential on teacher-labelled structures."""
-    calculator = potential.get_calculator()
-    errors = []
-    for atoms in structures:
-        atoms = atoms.copy()
-        atoms.calc = calculator
-        errors.append((atoms.get_forces() - atoms.arrays["REF_forces"]).ravel())
-    return float(np.sqrt(np.mean(np.concatenate(errors) ** 2)))
+    """Force RMSE per component (eV/A) on teacher-labelled structures: the work chain's forgetting metric."""
+    from aiida_pyacemaker.data import LabelledStructuresData
+    from aiida_pyacemaker.workflows.incremental_training import rmse_by_domain
+
+    (domain,) = rmse_by_domain(potential, LabelledStructuresData.from_atoms(structures, source="mace")).values()
+    return domain["rmse_f_mev_per_a"] / 1000.0
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ import numpy as np
 from aiida import orm
 
 from .labelled_structures import LabelledStructuresData
+from .structure_set import load_arrays
 
 
 class HistoryGroup(orm.Group):
@@ -36,7 +37,8 @@ def history_batches(group: orm.Group) -> list[LabelledStructuresData]:
 
 
 def history_fingerprints(batches: list[LabelledStructuresData]) -> set[str]:
-    return {str(p) for batch in batches for p in batch.get_array("fingerprints")}
+    """Every geometry fingerprint in the history (the batches read in one streamed pass)."""
+    return {str(p) for arrays in load_arrays(batches, ["fingerprints"]) for p in arrays["fingerprints"]}
 
 
 def new_rows(candidates: LabelledStructuresData, known: set[str]) -> np.ndarray:

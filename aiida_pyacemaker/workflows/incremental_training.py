@@ -57,8 +57,8 @@ def _tempdir() -> str:
 def build_training_set(new_structures: LabelledStructuresData, settings: orm.Dict, **nodes) -> dict[str, Any]:
     """All new rows plus a replay sample of the older history (``history_*`` inputs), as one training set.
 
-    ``settings``: buffer_size, strategy, seed, min_replay_share, replay_weight. The replay rows' weights are
-    multiplied by ``replay_weight``; their ``config_type`` (domain) is kept.
+    ``settings``: buffer_size, strategy, seed, min_share (the minimum replay share), replay_weight. The replay
+    rows' weights are multiplied by ``replay_weight``; their ``config_type`` (domain) is kept.
     """
     config = settings.get_dict()
     older = [nodes[key] for key in sorted(key for key in nodes if key.startswith("history_"))]

@@ -36,7 +36,7 @@ def validate_thresholds(accept: float, call_dft: float, policy: str, max_dft_cal
 
 def route(
     uncertainty: np.ndarray,
-    status: Sequence[str],
+    status: Sequence[str] | np.ndarray,
     accept: float,
     call_dft: float,
     policy: str = "discard",

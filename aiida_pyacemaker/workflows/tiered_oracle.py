@@ -24,14 +24,10 @@ def composition(atoms) -> dict[str, int]:
 @calcfunction
 def split_structure_set(structure_set: StructureSetData, batch_size: orm.Int) -> dict[str, StructureSetData]:
     """Consecutive chunks of at most ``batch_size`` rows, one MACE job each."""
-    atoms = structure_set.to_atoms()
-    uuids = [a.info["structure_uuid"] for a in atoms]
-    size = batch_size.value
+    size, total = batch_size.value, len(structure_set)
     return {
-        f"chunk_{start // size:05d}": StructureSetData.from_atoms(
-            atoms[start : start + size], uuids[start : start + size]
-        )
-        for start in range(0, len(atoms), size)
+        f"chunk_{start // size:05d}": StructureSetData.gather([(structure_set, range(start, min(start + size, total)))])
+        for start in range(0, total, size)
     }
 
 
@@ -40,6 +36,20 @@ def select_structures(structure_set: StructureSetData, rows: orm.List) -> dict[s
     """``StructureData`` of the given rows, for the DFT tier."""
     atoms = structure_set.to_atoms()
     return {f"row_{row:06d}": orm.StructureData(ase=atoms[row]) for row in rows.get_list()}
+
+
+def committee_columns(results: list) -> tuple[np.ndarray, np.ndarray]:
+    """(uncertainty, status) of every row, from the MaceResultsData of the chunks in row order."""
+    uncertainty = np.concatenate([chunk.get_array("uncertainty") for chunk in results])
+    status = np.concatenate([chunk.get_array("status") for chunk in results])
+    return uncertainty, status
+
+
+def route_rows(uncertainty: np.ndarray, status: np.ndarray, settings: dict[str, Any]) -> np.ndarray:
+    """``route`` with the work chain's routing settings (see ``TieredOracleWorkChain.routing_settings``)."""
+    return route(
+        uncertainty, status, settings["accept"], settings["call_dft"], settings["policy"], settings.get("max_dft_calls")
+    )
 
 
 @calcfunction
@@ -51,11 +61,8 @@ def assemble_labels(structure_set: StructureSetData, settings: orm.Dict, **nodes
     """
     config = settings.get_dict()
     chunks = [nodes[key] for key in sorted(key for key in nodes if key.startswith("mace_"))]
-    uncertainty = np.concatenate([chunk.get_array("uncertainty") for chunk in chunks])
-    status = np.concatenate([chunk.get_array("status") for chunk in chunks])
-    routes = route(
-        uncertainty, status, config["accept"], config["call_dft"], config["policy"], config.get("max_dft_calls")
-    )
+    uncertainty, status = committee_columns(chunks)
+    routes = route_rows(uncertainty, status, config)
     atoms = structure_set.to_atoms()
     mace_rows = [(chunk, row) for chunk in chunks for row in range(len(chunk))]
 
@@ -117,23 +124,22 @@ def assemble_labels(structure_set: StructureSetData, settings: orm.Dict, **nodes
     for name in ("deferred", "rejected", "over_budget"):
         rows = np.flatnonzero(routes == name)
         if len(rows):
-            subset = [atoms[row] for row in rows]
-            outputs[name] = StructureSetData.from_atoms(subset, [a.info["structure_uuid"] for a in subset])
+            outputs[name] = StructureSetData.gather([(structure_set, rows)])
     return outputs
 
 
 def validate_inputs(inputs: dict[str, Any], _) -> str | None:
+    budget = inputs["max_dft_calls"].value if "max_dft_calls" in inputs else None
     message = validate_thresholds(
         inputs["uncertainty_threshold"].value,
         inputs["threshold_call_dft"].value,
         inputs["middle_band_policy"].value,
-        inputs["max_dft_calls"].value if "max_dft_calls" in inputs else None,
+        budget,
     )
     if message:
         return message
     if len(inputs["mace"]["models"]) < 2:
         return "mace.models: routing needs a committee of two or more models (one model has no uncertainty)"
-    budget = inputs["max_dft_calls"].value if "max_dft_calls" in inputs else None
     if "dft" not in inputs and budget != 0:
         return "give the DFT tier inputs (`dft` namespace), or set max_dft_calls=0 to label with MACE only"
     return None
@@ -197,18 +203,8 @@ class TieredOracleWorkChain(WorkChain):
             node = self.ctx[key]
             if not node.is_finished_ok:
                 return self.exit_codes.ERROR_MACE_FAILED.format(message=f"{node.process_label}<{node.pk}>")
-        results = [self.ctx[key].outputs.results for key in self.mace_keys()]
-        uncertainty = np.concatenate([r.get_array("uncertainty") for r in results])
-        status = np.concatenate([r.get_array("status") for r in results])
-        budget = self.inputs.max_dft_calls.value if "max_dft_calls" in self.inputs else None
-        routes = route(
-            uncertainty,
-            status,
-            self.inputs.uncertainty_threshold.value,
-            self.inputs.threshold_call_dft.value,
-            self.inputs.middle_band_policy.value,
-            budget,
-        )
+        uncertainty, status = committee_columns([self.ctx[key].outputs.results for key in self.mace_keys()])
+        routes = route_rows(uncertainty, status, self.routing_settings())
         counts = {str(name): int((routes == name).sum()) for name in np.unique(routes)}
         self.report(f"routes after the MACE tier: {counts}")
         self.ctx.dft_queue = [int(row) for row in np.flatnonzero(routes == "dft")]
@@ -246,13 +242,6 @@ class TieredOracleWorkChain(WorkChain):
                 self.report(f"DFT of row {row} failed ({node.process_label}<{node.pk}>): recorded as dft_failed")
 
     def assemble(self):
-        settings = {
-            "accept": self.inputs.uncertainty_threshold.value,
-            "call_dft": self.inputs.threshold_call_dft.value,
-            "policy": self.inputs.middle_band_policy.value,
-        }
-        if "max_dft_calls" in self.inputs:
-            settings["max_dft_calls"] = self.inputs.max_dft_calls.value
         nodes: dict[str, Any] = {key: self.ctx[key].outputs.results for key in self.mace_keys()}
         for row in self.ctx.dft_done:
             node = self.ctx[f"dft_{row:06d}"]
@@ -260,13 +249,24 @@ class TieredOracleWorkChain(WorkChain):
             nodes[f"dft_trajectory_{row:06d}"] = node.outputs.output_trajectory
         if "energy_reference" in self.inputs:
             nodes["energy_reference"] = self.inputs.energy_reference
-        outputs = assemble_labels(self.inputs.structures, orm.Dict(settings), **nodes)
+        outputs = assemble_labels(self.inputs.structures, orm.Dict(self.routing_settings()), **nodes)
         for name, node in outputs.items():
             self.out(name, node)
         self.report(
             f"routes: {outputs['routing'].base.attributes.get('counts')}; "
             f"energy shift: {outputs['energy_reference']['shift_per_atom']}"
         )
+
+    def routing_settings(self) -> dict[str, Any]:
+        """The thresholds, policy and budget, as ``route_rows`` and ``assemble_labels`` read them."""
+        settings = {
+            "accept": self.inputs.uncertainty_threshold.value,
+            "call_dft": self.inputs.threshold_call_dft.value,
+            "policy": self.inputs.middle_band_policy.value,
+        }
+        if "max_dft_calls" in self.inputs:
+            settings["max_dft_calls"] = self.inputs.max_dft_calls.value
+        return settings
 
     def mace_keys(self) -> list[str]:
         return sorted(key for key in self.ctx if key.startswith("mace_chunk_"))
