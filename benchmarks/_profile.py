@@ -6,9 +6,11 @@ import os
 import tempfile
 
 
-def temporary_profile(name: str = "bench") -> str:
-    """Create and load a fresh profile with the localhost computer and the plugin's codes; return its folder."""
-    folder = tempfile.mkdtemp(prefix="pyacemaker-bench-")
+def temporary_profile(name: str = "bench", folder: str | None = None) -> str:
+    """Create (or, in an existing ``folder``, reuse) and load a profile with the localhost computer and the plugin's
+    codes; return its folder (AIIDA_PATH)."""
+    folder = folder or tempfile.mkdtemp(prefix="pyacemaker-bench-")
+    os.makedirs(folder, exist_ok=True)
     os.environ["AIIDA_PATH"] = folder
     from aiida_pyacemaker.setup.codes import PLUGIN_CODES, ensure_code
     from aiida_pyacemaker.setup.profile import ensure_localhost, ensure_profile

@@ -10,6 +10,7 @@
 Usage:
     python scripts/build_tiny_committee.py dataset --profile pyacemaker   # step 1-2 (about 5 min)
     python scripts/build_tiny_committee.py train                          # step 3 (a few min)
+    python scripts/build_tiny_committee.py testset  # held-out pw.x set drawn like the `fast` distillation pool
 Outputs go to models/tiny-si/ (see its README.md).
 """
 
@@ -23,6 +24,8 @@ import numpy as np
 
 OUT = pathlib.Path(__file__).resolve().parent.parent / "models" / "tiny-si"
 DATASET = OUT / "si_dft.xyz"
+TEST_SET = OUT / "si_test.xyz"
+TEST_SEED = 99
 SEEDS = (0, 1, 2)
 
 
@@ -44,8 +47,8 @@ def candidates(seed: int = 2026) -> list:
     return structures
 
 
-def build_dataset(profile: str) -> None:
-    """Label every candidate with PwBaseWorkChain (run in this process) and write an extended XYZ file."""
+def label_with_pw(profile: str, structures: list, path: pathlib.Path) -> None:
+    """Label every structure with PwBaseWorkChain (run in this process) and write an extended XYZ file."""
     from aiida import load_profile, orm
     from aiida.engine import run_get_node
     from ase.io import write
@@ -56,7 +59,7 @@ def build_dataset(profile: str) -> None:
     load_profile(profile, allow_switch=True)
     code = orm.load_code("pw@localhost")
     labelled = []
-    for index, atoms in enumerate(candidates()):
+    for index, atoms in enumerate(structures):
         # 3 bands per Si atom (2 occupied): smearing then needs no restart for "insufficient bands".
         overrides = {"kpoints_distance": 0.45, "pw": {"parameters": {"SYSTEM": {"nbnd": 3 * len(atoms)}}}}
         structure = orm.StructureData(ase=atoms)
@@ -71,8 +74,22 @@ def build_dataset(profile: str) -> None:
         labelled.append(atoms)
         print(f"structure {index}: E = {label['energy']:.4f} eV (PwBaseWorkChain<{node.pk}>)", flush=True)
     OUT.mkdir(parents=True, exist_ok=True)
-    write(DATASET, labelled, format="extxyz")
-    print(f"wrote {len(labelled)} labelled structures to {DATASET}")
+    write(path, labelled, format="extxyz")
+    print(f"wrote {len(labelled)} labelled structures to {path}")
+
+
+def test_candidates() -> list:
+    """A held-out set drawn like the `fast` distillation pool (same policies, half the counts, another seed)."""
+    from ase.build import bulk
+
+    from aiida_pyacemaker.protocols import get_protocol
+    from aiida_pyacemaker.workflows.candidates import make_candidates
+
+    policies = get_protocol("distillation", "fast")["pool"]["policies"]
+    halved = {
+        name: {**settings, "per_prototype": settings["per_prototype"] // 2} for name, settings in policies.items()
+    }
+    return make_candidates([bulk("Si", "diamond", a=5.43, cubic=True)], halved, seed=TEST_SEED)
 
 
 def train_committee(profile: str) -> None:
@@ -107,11 +124,13 @@ def train_committee(profile: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("step", choices=["dataset", "train"])
+    parser.add_argument("step", choices=["dataset", "train", "testset"])
     parser.add_argument("--profile", default="pyacemaker")
     args = parser.parse_args()
     if args.step == "dataset":
-        build_dataset(args.profile)
+        label_with_pw(args.profile, candidates(), DATASET)
+    elif args.step == "testset":
+        label_with_pw(args.profile, test_candidates(), TEST_SET)
     else:
         train_committee(args.profile)
 

@@ -7,4 +7,4 @@ profile="pyacemaker"
 if [ "${1:-}" = "--profile" ]; then profile="$2"; fi
 bash scripts/install.sh
 aiida-pyacemaker setup --profile "$profile"
-python3 examples/run_si_pw.py --profile "$profile"
+python3 examples/run_si_distillation.py --profile "$profile"

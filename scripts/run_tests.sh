@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The test suite: lint (ruff), types (mypy), then pytest (slow tests included; pass -m "not slow" for a quick run).
+# The test suite: lint (ruff), types (mypy), the Sphinx docs, then pytest (slow tests included; pass -m "not slow" for a quick run).
 # Usage: bash scripts/run_tests.sh [pytest arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +9,8 @@ python3 -m ruff check aiida_pyacemaker tests examples benchmarks scripts
 python3 -m ruff format --check aiida_pyacemaker tests examples benchmarks scripts
 echo "== mypy"
 python3 -m mypy
+echo "== docs (Sphinx, warnings are errors)"
+python3 -m sphinx -b html -q -W --keep-going docs docs/_build/html
 echo "== pytest"
 # pytest exits 5 when it collects no test: that is a failure here too.
 python3 -m pytest "$@"

@@ -19,6 +19,8 @@ def aiida_profile(aiida_config, aiida_profile_factory):
 
     broker_config = BrokerFactory("core.zeromq").get_default_config()
     with aiida_profile_factory(aiida_config, broker_backend="core.zeromq", broker_config=broker_config) as profile:
+        # circus answers slowly on a busy 2-core machine: the default 2 s made stopping the daemon time out.
+        aiida_config.set_option("daemon.timeout", 30, scope=profile.name)
         yield profile
 
 
@@ -102,6 +104,14 @@ def si_dft_set():
     from ase.io import read
 
     return read(TINY_SI / "si_dft.xyz", index=":")
+
+
+@pytest.fixture
+def si_test_set():
+    """A held-out pw.x-labelled set drawn like the `fast` distillation pool (``si_test.xyz``), as ASE ``Atoms``."""
+    from ase.io import read
+
+    return read(TINY_SI / "si_test.xyz", index=":")
 
 
 @pytest.fixture

@@ -77,6 +77,8 @@ def test_naive_fine_tune_with_replay_changes_the_model(mace_train_code, tiny_com
         ({"name": "x", "valid_fraction": 0.1}, "set by MaceTrainCalculation itself"),
         ({"multiheads_finetuning": True, "valid_fraction": 0.1}, "only naive fine-tuning"),
         ({"max_num_epochs": 2}, "validation_set or parameters.valid_fraction"),
+        # 3 structures, 20% validation: mace_run_train trains on 2 and fails later with batches of 4
+        ({"valid_fraction": 0.2, "batch_size": 4}, r"batch_size \(4\) is larger than the 2 training structures"),
     ],
 )
 def test_bad_training_inputs_are_refused_at_submission(mace_train_code, si_dft_set, parameters, message):

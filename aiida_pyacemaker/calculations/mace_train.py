@@ -75,10 +75,24 @@ def validate_seeds(value: orm.List, _) -> str | None:
     return None
 
 
+def training_rows(total: int, valid_fraction: float | None) -> int:
+    """How many structures mace_run_train trains on when it splits ``valid_fraction`` off ``total`` (its rule)."""
+    if not valid_fraction:
+        return total
+    return min(total - int(valid_fraction * total), total - 1)
+
+
 def validate_inputs(inputs: dict[str, Any], _) -> str | None:
     parameters = inputs["parameters"].get_dict()
     if "validation_set" not in inputs and not parameters.get("valid_fraction"):
         return "give a validation_set or parameters.valid_fraction > 0"
+    total = len(inputs["training_set"]) + (len(inputs["replay_set"]) if "replay_set" in inputs else 0)
+    fraction = None if "validation_set" in inputs else parameters.get("valid_fraction")
+    rows = training_rows(total, fraction)
+    if rows < 1:
+        return f"{total} structure(s) leave nothing to train on after the validation split: give a validation_set"
+    if int(parameters.get("batch_size", 10)) > rows:
+        return f"parameters.batch_size ({parameters['batch_size']}) is larger than the {rows} training structures"
     return None
 
 

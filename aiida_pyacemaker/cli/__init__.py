@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from .distil import distil
 from .setup import setup
 
 
@@ -14,3 +15,4 @@ def cli() -> None:
 
 
 cli.add_command(setup)
+cli.add_command(distil)

@@ -93,8 +93,8 @@ def build_training_set(new_structures: LabelledStructuresData, settings: orm.Dic
     return {"training_set": training}
 
 
-def rmse_by_domain(potential: AcePotentialData, test_set: LabelledStructuresData) -> dict[str, dict[str, float]]:
-    """Energy (meV/atom) and force (meV/A, per component) RMSE of ``potential`` on each config type."""
+def _errors_by_domain(potential: AcePotentialData, test_set: LabelledStructuresData) -> dict[str, dict[str, list]]:
+    """Per config type: energy errors per atom (eV) and force component errors (eV/A) of ``potential``."""
     calculator = potential.get_calculator(active_set=False)
     errors: dict[str, dict[str, list]] = {}
     for atoms in test_set.to_atoms():
@@ -104,21 +104,40 @@ def rmse_by_domain(potential: AcePotentialData, test_set: LabelledStructuresData
         bucket = errors.setdefault(domain, {"energy": [], "forces": []})
         bucket["energy"].append((atoms.get_potential_energy() - reference_energy) / len(atoms))
         bucket["forces"].append((atoms.get_forces() - reference_forces).ravel())
+    return errors
+
+
+def _rmse(energy: list, forces: list) -> dict[str, float]:
     return {
-        domain: {
-            "rmse_e_mev_per_atom": float(np.sqrt(np.mean(np.square(e["energy"])))) * EV_TO_MEV,
-            "rmse_f_mev_per_a": float(np.sqrt(np.mean(np.concatenate(e["forces"]) ** 2))) * EV_TO_MEV,
-            "structures": len(e["energy"]),
-        }
-        for domain, e in errors.items()
+        "rmse_e_mev_per_atom": float(np.sqrt(np.mean(np.square(energy)))) * EV_TO_MEV,
+        "rmse_f_mev_per_a": float(np.sqrt(np.mean(np.concatenate(forces) ** 2))) * EV_TO_MEV,
+        "structures": len(energy),
+    }
+
+
+def rmse_by_domain(potential: AcePotentialData, test_set: LabelledStructuresData) -> dict[str, dict[str, float]]:
+    """Energy (meV/atom) and force (meV/A, per component) RMSE of ``potential`` on each config type."""
+    return rmse_overall_and_by_domain(potential, test_set)["by_domain"]
+
+
+def rmse_overall_and_by_domain(potential: AcePotentialData, test_set: LabelledStructuresData) -> dict[str, Any]:
+    """``{"overall": RMSEs over the whole set, "by_domain": rmse_by_domain}`` from one evaluation."""
+    errors = _errors_by_domain(potential, test_set)
+    return {
+        "overall": _rmse(
+            [x for e in errors.values() for x in e["energy"]], [x for e in errors.values() for x in e["forces"]]
+        ),
+        "by_domain": {domain: _rmse(e["energy"], e["forces"]) for domain, e in errors.items()},
     }
 
 
 @calcfunction
 def measure_forgetting(test_set: LabelledStructuresData, potential: AcePotentialData, **previous) -> orm.Dict:
-    """Per domain of the frozen test set: RMSEs of the new potential, of the previous one, and new / previous."""
-    after = rmse_by_domain(potential, test_set)
-    result: dict[str, Any] = {"after": after}
+    """Per domain of the frozen test set: RMSEs of the new potential, of the previous one, and new / previous;
+    ``overall``: the new potential's RMSEs on the whole test set."""
+    measured = rmse_overall_and_by_domain(potential, test_set)
+    after = measured["by_domain"]
+    result: dict[str, Any] = {"after": after, "overall": measured["overall"]}
     if "previous_potential" in previous:
         before = rmse_by_domain(previous["previous_potential"], test_set)
         result["before"] = before

@@ -82,3 +82,8 @@ def fit_energy_shift(
 def apply_energy_shift(composition: dict[str, int], energy: float, shift: dict[str, float]) -> float:
     """A MACE energy on the DFT reference."""
     return float(energy + sum(count * shift.get(element, 0.0) for element, count in composition.items()))
+
+
+def energy_reference_content(shift: dict[str, float], fitted_on: int) -> dict:
+    """The content of an ``energy_reference`` node: the shift per atom and how many DFT structures fixed it."""
+    return {"shift_per_atom": shift, "fitted_on_dft_structures": fitted_on, "unit": "eV/atom"}

@@ -13,7 +13,14 @@ from ..calculations.mace import MaceCalculation
 from ..data.labelled_structures import LabelledStructuresData
 from ..data.structure_set import StructureSetData
 from .dft import pw_label_from_outputs
-from .routing import MIDDLE_BAND_POLICIES, apply_energy_shift, fit_energy_shift, route, validate_thresholds
+from .routing import (
+    MIDDLE_BAND_POLICIES,
+    apply_energy_shift,
+    energy_reference_content,
+    fit_energy_shift,
+    route,
+    validate_thresholds,
+)
 
 
 def composition(atoms) -> dict[str, int]:
@@ -112,9 +119,7 @@ def assemble_labels(structure_set: StructureSetData, settings: orm.Dict, **nodes
     routing.base.attributes.set("counts", {str(r): int((routes == r).sum()) for r in np.unique(routes)})
     outputs: dict[str, Any] = {
         "routing": routing,
-        "energy_reference": orm.Dict(
-            {"shift_per_atom": shift, "fitted_on_dft_structures": len(dft_rows) if fitted else 0, "unit": "eV/atom"}
-        ),
+        "energy_reference": orm.Dict(energy_reference_content(shift, len(dft_rows) if fitted else 0)),
     }
     if labelled:
         uuids = [a.info["structure_uuid"] for a in labelled]

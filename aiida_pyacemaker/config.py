@@ -1,0 +1,212 @@
+"""Campaign files: the distillation loop described in YAML, validated before anything is stored or submitted.
+
+Example (paths are relative to the file)::
+
+    campaign: si-demo
+    protocol: fast                      # fast | balanced | stringent (protocols/distillation.yaml)
+    prototypes:
+      - bulk: {name: Si, crystalstructure: diamond, a: 5.43, cubic: true}
+      - file: my_cells.xyz              # any file ASE reads; every frame is a prototype
+    committee: [../models/tiny-si/mace_si_tiny_s0.model, ../models/tiny-si/mace_si_tiny_s1.model]
+    test_set: held_out_dft.xyz          # optional; REF_energy / REF_forces (or calculator results), DFT labels
+    codes: {mace: mace@localhost, pw: pw@localhost, pacemaker: pacemaker@localhost, mace_train: mace-train@localhost}
+    overrides: {dft_budget: 5, max_iterations: 3}
+
+``codes.mace_train: null`` turns Phase 4 (fine-tuning) off. Every error names the key and what it allows.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any
+
+import yaml
+
+from .protocols import load_protocol_file
+
+REQUIRED = ("campaign", "prototypes", "committee")
+OPTIONAL = ("protocol", "test_set", "codes", "overrides", "pseudo_family")
+DEFAULT_CODES = {
+    "mace": "mace@localhost",
+    "pw": "pw@localhost",
+    "pacemaker": "pacemaker@localhost",
+    "mace_train": "mace-train@localhost",
+}
+BULK_KEYS = ("name", "crystalstructure", "a", "c", "cubic", "orthorhombic")
+
+
+class ConfigError(ValueError):
+    """A campaign file that cannot be used; the message names the key."""
+
+
+def _protocols() -> dict[str, Any]:
+    return load_protocol_file("distillation")["protocols"]
+
+
+def load_config(path: str | pathlib.Path) -> dict[str, Any]:
+    """Read ``path`` with ``yaml.safe_load`` and check it; paths in it become absolute."""
+    path = pathlib.Path(path)
+    try:
+        content = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exception:
+        raise ConfigError(f"{path}: cannot read it as YAML: {exception}") from exception
+    return check_config(content, path.resolve().parent)
+
+
+def check_config(content: Any, base: pathlib.Path) -> dict[str, Any]:
+    """The validated configuration (see the module docstring); ``base`` resolves relative paths."""
+    if not isinstance(content, dict):
+        raise ConfigError(f"the file must hold a mapping with the keys {sorted(REQUIRED + OPTIONAL)}")
+    if unknown := sorted(set(content) - set(REQUIRED + OPTIONAL)):
+        raise ConfigError(f"unknown key(s) {unknown}; allowed: {sorted(REQUIRED + OPTIONAL)}")
+    if missing := [key for key in REQUIRED if key not in content]:
+        raise ConfigError(f"missing key(s) {missing}")
+    config = dict(content)
+    if not isinstance(config["campaign"], str) or not config["campaign"].strip():
+        raise ConfigError("campaign: give a non-empty name (a string)")
+    protocols = _protocols()
+    config.setdefault("protocol", "fast")
+    if config["protocol"] not in protocols:
+        raise ConfigError(f"protocol: `{config['protocol']}` is not one of {sorted(protocols)}")
+    config["prototypes"] = _check_prototypes(config["prototypes"], base)
+    config["committee"] = _check_committee(config["committee"], base)
+    if config.get("test_set") is not None:
+        config["test_set"] = _existing_file(config["test_set"], base, "test_set")
+    config["codes"] = _check_codes(config.get("codes") or {})
+    config["overrides"] = _check_overrides(config.get("overrides") or {}, protocols[config["protocol"]])
+    return config
+
+
+def _existing_file(value: Any, base: pathlib.Path, key: str) -> pathlib.Path:
+    if not isinstance(value, str):
+        raise ConfigError(f"{key}: give a file path (a string), got {value!r}")
+    path = (base / value).resolve()
+    if not path.is_file():
+        raise ConfigError(f"{key}: no such file {path}")
+    return path
+
+
+def _check_prototypes(value: Any, base: pathlib.Path) -> list[dict[str, Any]]:
+    if not isinstance(value, list) or not value:
+        raise ConfigError("prototypes: give a list of entries, each `bulk: {...}` or `file: path`")
+    checked: list[dict[str, Any]] = []
+    for index, entry in enumerate(value):
+        key = f"prototypes[{index}]"
+        if not isinstance(entry, dict) or len(entry) != 1 or next(iter(entry)) not in ("bulk", "file"):
+            raise ConfigError(f"{key}: give exactly one of `bulk: {{...}}` or `file: path`")
+        if "file" in entry:
+            checked.append({"file": _existing_file(entry["file"], base, f"{key}.file")})
+            continue
+        bulk = entry["bulk"]
+        if not isinstance(bulk, dict) or "name" not in bulk:
+            raise ConfigError(f"{key}.bulk: give a mapping with at least `name`; allowed keys: {list(BULK_KEYS)}")
+        if unknown := sorted(set(bulk) - set(BULK_KEYS)):
+            raise ConfigError(f"{key}.bulk: unknown key(s) {unknown}; allowed: {list(BULK_KEYS)}")
+        checked.append({"bulk": bulk})
+    return checked
+
+
+def _check_committee(value: Any, base: pathlib.Path) -> list[pathlib.Path | int]:
+    if not isinstance(value, list) or len(value) < 2:
+        raise ConfigError("committee: give two or more MACE models (file paths or node pks): one has no uncertainty")
+    return [
+        item if isinstance(item, int) and not isinstance(item, bool) else _existing_file(item, base, f"committee[{i}]")
+        for i, item in enumerate(value)
+    ]
+
+
+def _check_codes(value: Any) -> dict[str, str | None]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"codes: give a mapping with the keys {sorted(DEFAULT_CODES)}")
+    if unknown := sorted(set(value) - set(DEFAULT_CODES)):
+        raise ConfigError(f"codes: unknown key(s) {unknown}; allowed: {sorted(DEFAULT_CODES)}")
+    codes: dict[str, str | None] = {**DEFAULT_CODES, **value}
+    for key, label in codes.items():
+        if label is None and key == "mace_train":
+            continue
+        if not isinstance(label, str):
+            raise ConfigError(f"codes.{key}: give a code label such as `{DEFAULT_CODES[key]}`")
+    return codes
+
+
+def _check_overrides(value: Any, protocol: dict[str, Any]) -> dict[str, Any]:
+    allowed = sorted(set(protocol) - {"description"} | {"target_force_rmse"})
+    if not isinstance(value, dict):
+        raise ConfigError(f"overrides: give a mapping; allowed keys: {allowed}")
+    if unknown := sorted(set(value) - set(allowed)):
+        raise ConfigError(f"overrides: unknown key(s) {unknown}; allowed: {allowed}")
+    for key, item in value.items():
+        default = protocol.get(key)
+        number = isinstance(item, (int, float)) and not isinstance(item, bool)
+        if isinstance(default, bool) or default is None:
+            continue
+        if isinstance(default, int) and not (isinstance(item, int) and not isinstance(item, bool)):
+            raise ConfigError(f"overrides.{key}: expected an integer like the protocol's {default!r}, got {item!r}")
+        if isinstance(default, float) and not number:
+            raise ConfigError(f"overrides.{key}: expected a number like the protocol's {default!r}, got {item!r}")
+        if isinstance(default, dict) and not isinstance(item, dict):
+            raise ConfigError(f"overrides.{key}: expected a mapping like the protocol's, got {item!r}")
+        if isinstance(default, str) and not isinstance(item, str):
+            raise ConfigError(f"overrides.{key}: expected a string like the protocol's `{default}`, got {item!r}")
+    return value
+
+
+def prototype_atoms(config: dict[str, Any]) -> list:
+    """The prototypes as ASE ``Atoms``."""
+    from ase.build import bulk
+    from ase.io import read
+
+    structures: list = []
+    for entry in config["prototypes"]:
+        if "file" in entry:
+            structures += list(read(entry["file"], index=":"))
+        else:
+            structures.append(bulk(**entry["bulk"]))
+    return structures
+
+
+def build_from_config(config: dict[str, Any]):
+    """The ``DistillationWorkChain`` builder; errors of the work chain's own validators name the key."""
+    from aiida import orm
+    from ase.io import read
+
+    from .data import LabelledStructuresData, MaceModelData, StructureSetData
+    from .workflows.distillation import DistillationWorkChain
+
+    codes = {}
+    for key, label in config["codes"].items():
+        if label is None:
+            continue
+        try:
+            codes[key] = orm.load_code(label)
+        except Exception as exception:
+            raise ConfigError(f"codes.{key}: `{label}` is not a code of this profile ({exception})") from exception
+    models: dict[str, Any] = {
+        f"m{index}": orm.load_node(item) if isinstance(item, int) else MaceModelData.from_file(item)
+        for index, item in enumerate(config["committee"])
+    }
+    test_set = None
+    if config.get("test_set"):
+        test_set = LabelledStructuresData.from_atoms(list(read(config["test_set"], index=":")), source="dft")
+    try:
+        builder = DistillationWorkChain.get_builder_from_protocol(
+            StructureSetData.from_atoms(prototype_atoms(config)),
+            models,
+            codes["mace"],
+            codes["pw"],
+            codes["pacemaker"],
+            campaign=config["campaign"],
+            mace_train_code=codes.get("mace_train"),
+            test_set=test_set,
+            protocol=config["protocol"],
+            overrides=config["overrides"],
+            pseudo_family=config.get("pseudo_family"),
+        )
+    except ValueError as exception:
+        raise ConfigError(f"overrides: {exception}") from exception
+    # What the process does when it starts: fill the defaults, then run every validator.
+    ports = DistillationWorkChain.spec().inputs
+    error = ports.validate(ports.pre_process(builder._inputs(prune=True)))
+    if error is not None:
+        raise ConfigError(f"overrides: {error.message}")
+    return builder

@@ -1,0 +1,119 @@
+"""Plots of a distillation campaign (matplotlib): parity against the held-out DFT set, learning curve over the
+iterations, and the histogram of committee uncertainties with both thresholds.
+
+Each ``*_figure`` function returns a ``Figure`` (a notebook shows it); ``write_campaign_plots`` writes them all as
+PNG files for a finished ``DistillationWorkChain``.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from .data.ace_potential import AcePotentialData
+    from .data.labelled_structures import LabelledStructuresData
+
+
+def _figure(size: tuple[float, float] = (4.5, 4.0)) -> tuple[Figure, Any]:
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=size, layout="constrained")
+    return figure, figure.add_subplot()
+
+
+def predictions(potential: AcePotentialData, test_set: LabelledStructuresData) -> dict[str, np.ndarray]:
+    """Reference and ACE energies per atom (eV/atom) and force components (eV/A) on ``test_set``."""
+    calculator = potential.get_calculator(active_set=False)
+    columns: dict[str, list] = {"energy_ref": [], "energy_ace": [], "forces_ref": [], "forces_ace": []}
+    for atoms in test_set.to_atoms():
+        columns["energy_ref"].append(atoms.get_potential_energy() / len(atoms))
+        columns["forces_ref"].append(atoms.get_forces().ravel())
+        atoms.calc = calculator
+        columns["energy_ace"].append(atoms.get_potential_energy() / len(atoms))
+        columns["forces_ace"].append(atoms.get_forces().ravel())
+    return {
+        "energy_ref": np.array(columns["energy_ref"]),
+        "energy_ace": np.array(columns["energy_ace"]),
+        "forces_ref": np.concatenate(columns["forces_ref"]),
+        "forces_ace": np.concatenate(columns["forces_ace"]),
+    }
+
+
+def parity_figure(reference: np.ndarray, predicted: np.ndarray, quantity: str, unit: str, scale: float) -> Figure:
+    """Predicted against reference, with the diagonal and the RMSE (``scale`` converts to the shown unit)."""
+    figure, axes = _figure()
+    reference, predicted = np.asarray(reference) * scale, np.asarray(predicted) * scale
+    axes.scatter(reference, predicted, s=8, alpha=0.6)
+    low, high = float(min(reference.min(), predicted.min())), float(max(reference.max(), predicted.max()))
+    axes.plot([low, high], [low, high], color="black", linewidth=0.8)
+    rmse = float(np.sqrt(np.mean((predicted - reference) ** 2)))
+    axes.set(xlabel=f"DFT {quantity} ({unit})", ylabel=f"ACE {quantity} ({unit})", title=f"RMSE {rmse:.3g} {unit}")
+    return figure
+
+
+def learning_curve_figure(summary: dict[str, Any]) -> Figure:
+    """Test and train force RMSE per iteration, with the cumulative DFT calls on a second axis."""
+    figure, axes = _figure((5.5, 4.0))
+    records = summary["per_iteration"]
+    iterations = [record["iteration"] for record in records]
+    for key, label in (("test_force_rmse_mev_per_a", "test"), ("train_force_rmse_mev_per_a", "train")):
+        values = [record.get(key) for record in records]
+        if any(value is not None for value in values):
+            axes.plot(iterations, [np.nan if v is None else v for v in values], marker="o", label=f"{label} forces")
+    axes.set(xlabel="iteration", ylabel="force RMSE (meV/A)", xticks=iterations)
+    axes.legend(loc="upper left")
+    calls = axes.twinx()
+    calls.step(iterations, [record["dft_calls_total"] for record in records], where="mid", color="grey")
+    calls.set_ylabel(f"DFT calls (budget {summary['dft_budget']})")
+    calls.set_ylim(0, max(summary["dft_budget"], summary["dft_calls"]) + 1)
+    calls.yaxis.get_major_locator().set_params(integer=True)
+    return figure
+
+
+def uncertainty_figure(uncertainty: np.ndarray, accept: float, call_dft: float) -> Figure:
+    """Histogram of the finite committee uncertainties, with the acceptance and DFT thresholds."""
+    figure, axes = _figure((5.5, 4.0))
+    values = np.asarray(uncertainty, dtype=float)
+    axes.hist(values[np.isfinite(values)], bins=40, color="tab:blue", alpha=0.8)
+    axes.axvline(accept, color="tab:green", linestyle="--", label=f"accept <= {accept:g}")
+    axes.axvline(call_dft, color="tab:red", linestyle="--", label=f"DFT > {call_dft:g}")
+    axes.set(xlabel="committee uncertainty (eV/A)", ylabel="structures")
+    axes.legend()
+    return figure
+
+
+def campaign_figures(node) -> dict[str, Figure]:
+    """The figures of a finished ``DistillationWorkChain`` node (parity plots only when it had a test set)."""
+    from .workflows.tiered_oracle import TieredOracleWorkChain
+
+    figures: dict[str, Figure] = {"learning_curve": learning_curve_figure(node.outputs.summary.get_dict())}
+    oracles = [child for child in node.called if child.process_class is TieredOracleWorkChain]
+    uncertainty = np.concatenate([oracle.outputs.routing.get_array("uncertainty") for oracle in oracles])
+    figures["uncertainty_histogram"] = uncertainty_figure(
+        uncertainty, node.inputs.oracle.uncertainty_threshold.value, node.inputs.oracle.threshold_call_dft.value
+    )
+    if "test_set" in node.inputs:
+        data = predictions(node.outputs.potential, node.inputs.test_set)
+        mean = float(np.mean(data["energy_ref"]))  # energies relative to the set's mean: readable axes
+        figures["energy_parity"] = parity_figure(
+            data["energy_ref"] - mean, data["energy_ace"] - mean, "energy - mean", "meV/atom", 1e3
+        )
+        figures["force_parity"] = parity_figure(data["forces_ref"], data["forces_ace"], "force", "eV/A", 1.0)
+    return figures
+
+
+def write_campaign_plots(node, folder: str | pathlib.Path) -> list[pathlib.Path]:
+    """Write the campaign's figures as ``<name>.png`` in ``folder``; return the paths."""
+    folder = pathlib.Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, figure in campaign_figures(node).items():
+        path = folder / f"{name}.png"
+        figure.savefig(path, dpi=120)
+        paths.append(path)
+    return paths
