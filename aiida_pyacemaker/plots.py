@@ -26,21 +26,16 @@ def _figure(size: tuple[float, float] = (4.5, 4.0)) -> tuple[Figure, Any]:
     return figure, figure.add_subplot()
 
 
-def predictions(potential: AcePotentialData, test_set: LabelledStructuresData) -> dict[str, np.ndarray]:
+def parity_data(potential: AcePotentialData, test_set: LabelledStructuresData) -> dict[str, np.ndarray]:
     """Reference and ACE energies per atom (eV/atom) and force components (eV/A) on ``test_set``."""
-    calculator = potential.get_calculator(active_set=False)
-    columns: dict[str, list] = {"energy_ref": [], "energy_ace": [], "forces_ref": [], "forces_ace": []}
-    for atoms in test_set.to_atoms():
-        columns["energy_ref"].append(atoms.get_potential_energy() / len(atoms))
-        columns["forces_ref"].append(atoms.get_forces().ravel())
-        atoms.calc = calculator
-        columns["energy_ace"].append(atoms.get_potential_energy() / len(atoms))
-        columns["forces_ace"].append(atoms.get_forces().ravel())
+    from .workflows.incremental_training import predictions
+
+    rows = predictions(potential, test_set)
     return {
-        "energy_ref": np.array(columns["energy_ref"]),
-        "energy_ace": np.array(columns["energy_ace"]),
-        "forces_ref": np.concatenate(columns["forces_ref"]),
-        "forces_ace": np.concatenate(columns["forces_ace"]),
+        "energy_ref": np.array([row["energy_ref"] / row["atoms"] for row in rows]),
+        "energy_ace": np.array([row["energy"] / row["atoms"] for row in rows]),
+        "forces_ref": np.concatenate([row["forces_ref"].ravel() for row in rows]),
+        "forces_ace": np.concatenate([row["forces"].ravel() for row in rows]),
     }
 
 
@@ -98,7 +93,7 @@ def campaign_figures(node) -> dict[str, Figure]:
         uncertainty, node.inputs.oracle.uncertainty_threshold.value, node.inputs.oracle.threshold_call_dft.value
     )
     if "test_set" in node.inputs:
-        data = predictions(node.outputs.potential, node.inputs.test_set)
+        data = parity_data(node.outputs.potential, node.inputs.test_set)
         mean = float(np.mean(data["energy_ref"]))  # energies relative to the set's mean: readable axes
         figures["energy_parity"] = parity_figure(
             data["energy_ref"] - mean, data["energy_ace"] - mean, "energy - mean", "meV/atom", 1e3

@@ -93,17 +93,29 @@ def build_training_set(new_structures: LabelledStructuresData, settings: orm.Dic
     return {"training_set": training}
 
 
+def predictions(potential: AcePotentialData, test_set: LabelledStructuresData) -> list[dict[str, Any]]:
+    """Per structure of ``test_set``: domain (config type), atoms, reference and ACE energy (eV) and forces (eV/A)."""
+    calculator = potential.get_calculator(active_set=False)
+    rows = []
+    for atoms in test_set.to_atoms():
+        row = {
+            "domain": atoms.info.get("config_type") or "default",
+            "atoms": len(atoms),
+            "energy_ref": atoms.get_potential_energy(),
+            "forces_ref": atoms.get_forces(),
+        }
+        atoms.calc = calculator
+        rows.append({**row, "energy": atoms.get_potential_energy(), "forces": atoms.get_forces()})
+    return rows
+
+
 def _errors_by_domain(potential: AcePotentialData, test_set: LabelledStructuresData) -> dict[str, dict[str, list]]:
     """Per config type: energy errors per atom (eV) and force component errors (eV/A) of ``potential``."""
-    calculator = potential.get_calculator(active_set=False)
     errors: dict[str, dict[str, list]] = {}
-    for atoms in test_set.to_atoms():
-        reference_energy, reference_forces = atoms.get_potential_energy(), atoms.get_forces()
-        domain = atoms.info.get("config_type") or "default"
-        atoms.calc = calculator
-        bucket = errors.setdefault(domain, {"energy": [], "forces": []})
-        bucket["energy"].append((atoms.get_potential_energy() - reference_energy) / len(atoms))
-        bucket["forces"].append((atoms.get_forces() - reference_forces).ravel())
+    for row in predictions(potential, test_set):
+        bucket = errors.setdefault(row["domain"], {"energy": [], "forces": []})
+        bucket["energy"].append((row["energy"] - row["energy_ref"]) / row["atoms"])
+        bucket["forces"].append((row["forces"] - row["forces_ref"]).ravel())
     return errors
 
 
