@@ -35,6 +35,13 @@ run_if: Any = if_
 
 #: Routes that cost a DFT calculation.
 DFT_ROUTES = ("dft", "dft_failed")
+
+
+def dft_calls(counts: dict[str, int]) -> int:
+    """The pw.x calls an oracle made, from its routing counts."""
+    return sum(counts.get(name, 0) for name in DFT_ROUTES)
+
+
 #: At least this many DFT structures before the committee is fine-tuned on them.
 MIN_FINE_TUNE_STRUCTURES = 2
 
@@ -61,11 +68,11 @@ def fit_reference(dft_set: LabelledStructuresData, mace_results: orm.ArrayData) 
 def summarise(settings: orm.Dict, **nodes) -> orm.Dict:
     """One record per iteration from the graph: routes, DFT calls, test RMSE and forgetting (``<kind>_<k>`` nodes)."""
     iterations = []
-    dft_calls = 0
+    total_calls = 0
     for index in range(settings["iterations"]):
         counts = nodes[f"routing_{index:03d}"].base.attributes.get("counts")
-        dft_calls += sum(counts.get(name, 0) for name in DFT_ROUTES)
-        record: dict[str, Any] = {"iteration": index, "routes": counts, "dft_calls_total": dft_calls}
+        total_calls += dft_calls(counts)
+        record: dict[str, Any] = {"iteration": index, "routes": counts, "dft_calls_total": total_calls}
         if f"fit_metrics_{index:03d}" in nodes:
             record["train_force_rmse_mev_per_a"] = nodes[f"fit_metrics_{index:03d}"].get("train_rmse_f_mev_per_a")
         if f"forgetting_{index:03d}" in nodes:
@@ -74,7 +81,7 @@ def summarise(settings: orm.Dict, **nodes) -> orm.Dict:
             record["test_energy_rmse_mev_per_atom"] = forgetting["overall"]["rmse_e_mev_per_atom"]
             record["forgetting"] = forgetting.get("force_rmse_ratio", {})
         iterations.append(record)
-    return orm.Dict({**settings.get_dict(), "dft_calls": dft_calls, "per_iteration": iterations})
+    return orm.Dict({**settings.get_dict(), "dft_calls": total_calls, "per_iteration": iterations})
 
 
 def validate_pool(value: orm.Dict, _) -> str | None:
@@ -364,7 +371,7 @@ class DistillationWorkChain(WorkChain):
             return self.exit_codes.ERROR_ORACLE_FAILED.format(pk=node.pk, message=node.exit_message or "")
         counts = node.outputs.routing.base.attributes.get("counts")
         self.ctx.last_counts = counts
-        self.ctx.dft_calls += sum(counts.get(name, 0) for name in DFT_ROUTES)
+        self.ctx.dft_calls += dft_calls(counts)
         self.ctx.energy_reference = node.outputs.energy_reference
         self.ctx.records[f"routing_{self.ctx.iteration:03d}"] = node.outputs.routing
         self.report(
