@@ -123,3 +123,171 @@ def pacemaker_code(aiida_localhost):
 
     ensure_code(PACEMAKER_CODE, aiida_localhost)
     return orm.load_code(f"{PACEMAKER_CODE.label}@{aiida_localhost.label}")
+
+
+# --- Offline fixtures in aiida-quantumespresso's style: CalcJob inputs, parsers and handlers, no program runs ---
+
+FIXTURES = pathlib.Path(__file__).resolve().parent / "parsers" / "fixtures"
+
+
+@pytest.fixture
+def fixture_sandbox():
+    """A temporary folder that a CalcJob's ``prepare_for_submission`` writes into."""
+    from aiida.common.folders import SandboxFolder
+
+    with SandboxFolder() as folder:
+        yield folder
+
+
+@pytest.fixture
+def fixture_code(aiida_localhost):
+    """Factory of an ``InstalledCode`` for a CalcJob entry point; its executable is never run."""
+
+    def factory(entry_point_name: str):
+        from aiida import orm
+
+        label = f"offline-{entry_point_name}"
+        try:
+            return orm.load_code(f"{label}@{aiida_localhost.label}")
+        except Exception:
+            code = orm.InstalledCode(
+                label=label,
+                computer=aiida_localhost,
+                filepath_executable="/usr/bin/env",
+                default_calc_job_plugin=entry_point_name,
+            )
+            return code.store()
+
+    return factory
+
+
+@pytest.fixture
+def generate_calc_job():
+    """``prepare_for_submission`` of a CalcJob with ``inputs`` into ``folder``; returns the ``CalcInfo``."""
+
+    def factory(folder, entry_point_name: str, inputs: dict):
+        from aiida.engine.utils import instantiate_process
+        from aiida.manage.manager import get_manager
+        from aiida.plugins import CalculationFactory
+
+        process = instantiate_process(get_manager().get_runner(), CalculationFactory(entry_point_name), **inputs)
+        return process.prepare_for_submission(folder)
+
+    return factory
+
+
+def _flatten_inputs(inputs: dict, prefix: str = ""):
+    for key, value in inputs.items():
+        if key == "metadata":
+            continue
+        if isinstance(value, dict):
+            yield from _flatten_inputs(value, f"{prefix}{key}__")
+        else:
+            yield f"{prefix}{key}", value
+
+
+@pytest.fixture
+def generate_calc_job_node(fixture_localhost_computer):
+    """A stored ``CalcJobNode`` with linked ``inputs`` and a ``retrieved`` folder from ``tests/parsers/fixtures``.
+
+    ``fixture_name``: the folder ``fixtures/<entry point>/<fixture_name>`` (its files become the retrieved files);
+    ``exit_status``: the scheduler's verdict set before parsing (e.g. 120 out of walltime), as the engine does.
+    """
+
+    def factory(
+        entry_point_name: str,
+        fixture_name: str | None = None,
+        inputs: dict | None = None,
+        exit_status: int | None = None,
+        files: dict[str, bytes | str] | None = None,
+        options: dict | None = None,
+    ):
+        from aiida import orm
+        from aiida.common.links import LinkType
+        from aiida.plugins.entry_point import format_entry_point_string
+
+        node = orm.CalcJobNode(
+            computer=fixture_localhost_computer,
+            process_type=format_entry_point_string("aiida.calculations", entry_point_name),
+        )
+        node.set_option("resources", {"num_machines": 1, "num_mpiprocs_per_machine": 1})
+        node.set_option("max_wallclock_seconds", 1800)
+        for key, value in (options or {}).items():
+            node.set_option(key, value)
+        for label, value in _flatten_inputs(inputs or {}):
+            if not value.is_stored:
+                value.store()
+            node.base.links.add_incoming(value, link_type=LinkType.INPUT_CALC, link_label=label)
+        node.store()
+        if exit_status is not None:
+            node.set_exit_status(exit_status)
+
+        retrieved = orm.FolderData()
+        if fixture_name is not None:
+            source = FIXTURES / entry_point_name.replace(".", "_") / fixture_name
+            if not source.is_dir():
+                raise FileNotFoundError(f"no parser fixture {source}")
+            retrieved.base.repository.put_object_from_tree(str(source))
+        for name, content in (files or {}).items():
+            data = content.encode() if isinstance(content, str) else content
+            import io
+
+            retrieved.base.repository.put_object_from_filelike(io.BytesIO(data), name)
+        retrieved.base.links.add_incoming(node, link_type=LinkType.CREATE, link_label="retrieved")
+        retrieved.store()
+        remote = orm.RemoteData(computer=fixture_localhost_computer, remote_path="/tmp/pyacemaker-test-remote")
+        remote.base.links.add_incoming(node, link_type=LinkType.CREATE, link_label="remote_folder")
+        remote.store()
+        return node
+
+    return factory
+
+
+@pytest.fixture
+def fixture_localhost_computer(aiida_localhost):
+    return aiida_localhost
+
+
+@pytest.fixture
+def run_parser():
+    """Run the parser of a ``CalcJobNode`` as the engine would; returns (outputs, calcfunction node)."""
+
+    def factory(node, entry_point_name: str):
+        from aiida.plugins import ParserFactory
+
+        return ParserFactory(entry_point_name).parse_from_node(node, store_provenance=False)
+
+    return factory
+
+
+@pytest.fixture
+def generate_workchain():
+    """Instantiate a work chain with ``inputs`` (validated) without running it, for handler tests."""
+
+    def factory(entry_point_name: str, inputs: dict):
+        from aiida.engine.utils import instantiate_process
+        from aiida.manage.manager import get_manager
+        from aiida.plugins import WorkflowFactory
+
+        return instantiate_process(get_manager().get_runner(), WorkflowFactory(entry_point_name), **inputs)
+
+    return factory
+
+
+@pytest.fixture
+def failed_child(generate_calc_job_node):
+    """A finished-failed CalcJobNode with ``exit_status`` for a handler; ``outputs`` are linked as created."""
+
+    def factory(entry_point_name: str, exit_status: int, inputs: dict | None = None, outputs: dict | None = None):
+        from aiida.common.links import LinkType
+        from aiida.engine import ProcessState
+
+        node = generate_calc_job_node(entry_point_name, inputs=inputs)
+        for label, output in (outputs or {}).items():
+            output.base.links.add_incoming(node, link_type=LinkType.CREATE, link_label=label)
+            output.store()
+        node.set_process_state(ProcessState.FINISHED)
+        node.set_exit_status(exit_status)
+        return node
+
+    return factory

@@ -1,27 +1,114 @@
-"""Default inputs of the plugin's processes, kept as YAML files beside this module."""
+"""Protocols the AiiDA way: a YAML file per process (``default_inputs`` that mirror its ports, ``protocols`` that
+override them, ``default_protocol``), read through aiida-quantumespresso's ``ProtocolMixin``.
+
+Every process of the plugin offers ``fast``, ``balanced`` and ``stringent``. A parent passes ``protocol`` and the
+nested ``overrides`` of a child's namespace down to the child's ``get_builder_from_protocol``.
+"""
 
 from __future__ import annotations
 
+import pathlib
+from collections.abc import Mapping
 from importlib import resources
-from typing import Any
+from typing import Any, ClassVar
 
-import yaml
+from aiida import orm
+from aiida_quantumespresso.workflows.protocols.utils import ProtocolMixin as _QeProtocolMixin
+from aiida_quantumespresso.workflows.protocols.utils import recursive_merge
+from plumpy.ports import PortNamespace
+
+__all__ = ("QE_PROTOCOLS", "ProtocolError", "ProtocolMixin", "as_input_nodes", "builder_inputs", "recursive_merge")
+
+#: The plugin's protocols and aiida-quantumespresso's protocol of the same intent (used by the DFT tier).
+QE_PROTOCOLS = {"fast": "fast", "balanced": "moderate", "stringent": "precise"}
+
+#: Plain values become these nodes when a port accepts them (checked in this order).
+_NODE_TYPES: tuple[tuple[type, type], ...] = (
+    (bool, orm.Bool),
+    (int, orm.Int),
+    (float, orm.Float),
+    (str, orm.Str),
+    (dict, orm.Dict),
+    (list, orm.List),
+)
 
 
-def load_protocol_file(name: str) -> dict[str, Any]:
-    """The parsed ``<name>.yaml`` of this package."""
-    return yaml.safe_load(resources.files(__name__).joinpath(f"{name}.yaml").read_text())
+class ProtocolError(ValueError):
+    """Protocol inputs or overrides that do not fit the process's ports; the message names the key."""
 
 
-def get_protocol(name: str, protocol: str | None = None) -> dict[str, Any]:
-    """The whole entry of ``protocol`` (default: the file's ``default_protocol``) in ``<name>.yaml``."""
-    content = load_protocol_file(name)
-    protocol = protocol or content["default_protocol"]
-    if protocol not in content["protocols"]:
-        raise ValueError(f"unknown protocol `{protocol}` for {name}; available: {sorted(content['protocols'])}")
-    return dict(content["protocols"][protocol])
+class ProtocolMixin(_QeProtocolMixin):
+    """``get_protocol_inputs`` and friends, reading ``protocols/<_protocol_file>.yaml`` of this package."""
+
+    _protocol_file: ClassVar[str]
+
+    @classmethod
+    def get_protocol_filepath(cls) -> pathlib.Path:
+        return pathlib.Path(str(resources.files(__name__).joinpath(f"{cls._protocol_file}.yaml")))
+
+    @classmethod
+    def get_protocol_inputs(cls, protocol: Any = None, overrides: Any = None) -> dict:  # type: ignore[override]
+        """The protocol's inputs merged with ``overrides``; an unknown protocol raises ``ProtocolError``."""
+        try:
+            return super().get_protocol_inputs(protocol, overrides)
+        except ValueError as exception:
+            available = sorted(cls.get_available_protocols())
+            raise ProtocolError(f"protocol `{protocol}` is not one of {available}") from exception
 
 
-def get_protocol_parameters(name: str, protocol: str | None = None) -> dict[str, Any]:
-    """The ``parameters`` of ``protocol`` (default: the file's ``default_protocol``) in ``<name>.yaml``."""
-    return dict(get_protocol(name, protocol)["parameters"])
+def _accepts(port: Any, node_class: type) -> bool:
+    valid = port.valid_type
+    if valid is None:
+        return True
+    valid = valid if isinstance(valid, tuple) else (valid,)
+    return any(issubclass(node_class, kind) for kind in valid)
+
+
+def as_input_nodes(namespace: PortNamespace, values: Mapping[str, Any], path: str = "") -> dict[str, Any]:
+    """``values`` (plain YAML values, nodes or nested mappings) as process inputs of ``namespace``.
+
+    A plain value becomes the node its port accepts (``orm.Int`` for an integer, ``orm.Dict`` for a mapping, ...);
+    nodes and non-storable inputs (``metadata``) pass through. A key that is no port of a non-dynamic namespace
+    raises ``ProtocolError`` naming the key and the ports allowed there.
+    """
+    converted: dict[str, Any] = {}
+    for key, value in values.items():
+        name = f"{path}.{key}" if path else key
+        if key not in namespace:
+            if namespace.dynamic:
+                converted[key] = value
+                continue
+            raise ProtocolError(f"`{name}` is not an input; allowed here: {sorted(namespace)}")
+        port = namespace[key]
+        if isinstance(port, PortNamespace):
+            if not isinstance(value, Mapping):
+                raise ProtocolError(f"`{name}` is a namespace: give a mapping, not {value!r}")
+            non_db = getattr(port, "non_db", False) or key == "metadata"
+            converted[key] = dict(value) if non_db else as_input_nodes(port, value, name)
+            continue
+        if isinstance(value, orm.Data) or getattr(port, "non_db", False) or value is None:
+            converted[key] = value
+            continue
+        for plain, node_class in _NODE_TYPES:
+            if isinstance(value, plain) and _accepts(port, node_class):
+                converted[key] = node_class(value)
+                break
+        else:
+            if isinstance(value, int) and not isinstance(value, bool) and _accepts(port, orm.Float):
+                converted[key] = orm.Float(value)
+            else:
+                raise ProtocolError(f"`{name}` = {value!r} does not fit the port (it takes {port.valid_type})")
+    return converted
+
+
+def builder_inputs(builder: Mapping[str, Any]) -> dict[str, Any]:
+    """The inputs set on a process builder, as nested plain mappings (empty namespaces left out)."""
+    inputs: dict[str, Any] = {}
+    for key, value in builder.items():
+        if isinstance(value, Mapping) and not isinstance(value, orm.Data):
+            nested = builder_inputs(value)
+            if nested:
+                inputs[key] = nested
+        elif value is not None:
+            inputs[key] = value
+    return inputs
