@@ -10,9 +10,14 @@ Example (paths are relative to the file)::
     committee: [../models/tiny-si/mace_si_tiny_s0.model, ../models/tiny-si/mace_si_tiny_s1.model]
     test_set: held_out_dft.xyz          # optional; REF_energy / REF_forces (or calculator results), DFT labels
     codes: {mace: mace@localhost, pw: pw@localhost, pacemaker: pacemaker@localhost, mace_train: mace-train@localhost}
-    overrides: {dft_budget: 5, max_iterations: 3}
+    overrides:                          # the ports of DistillationWorkChain, nested as they are
+      dft_budget: 5
+      oracle: {uncertainty_threshold: 0.08}
+      training: {pacemaker: {pacemaker: {parameters: {maxiter: 300}}}}
 
-``codes.mace_train: null`` turns Phase 4 (fine-tuning) off. Every error names the key and what it allows.
+``codes.mace_train: null`` turns Phase 4 (fine-tuning) off. ``overrides`` follow the work chain's ports (one schema:
+``verdi plugin list aiida.workflows pyacemaker.distillation`` shows them); the children's protocols of the same name
+fill what is not given. Every error names the key and what it allows.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from .protocols import load_protocol_file
+from .protocols import ProtocolError, builder_inputs, check_override_keys
 
 REQUIRED = ("campaign", "prototypes", "committee")
 OPTIONAL = ("protocol", "test_set", "codes", "overrides", "pseudo_family")
@@ -40,7 +45,9 @@ class ConfigError(ValueError):
 
 
 def _protocols() -> dict[str, Any]:
-    return load_protocol_file("distillation")["protocols"]
+    from .workflows.distillation import DistillationWorkChain
+
+    return DistillationWorkChain.get_available_protocols()
 
 
 def load_config(path: str | pathlib.Path) -> dict[str, Any]:
@@ -73,7 +80,7 @@ def check_config(content: Any, base: pathlib.Path) -> dict[str, Any]:
     if config.get("test_set") is not None:
         config["test_set"] = _existing_file(config["test_set"], base, "test_set")
     config["codes"] = _check_codes(config.get("codes") or {})
-    config["overrides"] = _check_overrides(config.get("overrides") or {}, protocols[config["protocol"]])
+    config["overrides"] = _check_overrides(config.get("overrides") or {})
     return config
 
 
@@ -129,25 +136,16 @@ def _check_codes(value: Any) -> dict[str, str | None]:
     return codes
 
 
-def _check_overrides(value: Any, protocol: dict[str, Any]) -> dict[str, Any]:
-    allowed = sorted(set(protocol) - {"description"} | {"target_force_rmse"})
+def _check_overrides(value: Any) -> dict[str, Any]:
+    """The overrides' keys checked against ``DistillationWorkChain``'s ports (values: when the builder is made)."""
+    from .workflows.distillation import DistillationWorkChain
+
     if not isinstance(value, dict):
-        raise ConfigError(f"overrides: give a mapping; allowed keys: {allowed}")
-    if unknown := sorted(set(value) - set(allowed)):
-        raise ConfigError(f"overrides: unknown key(s) {unknown}; allowed: {allowed}")
-    for key, item in value.items():
-        default = protocol.get(key)
-        number = isinstance(item, (int, float)) and not isinstance(item, bool)
-        if isinstance(default, bool) or default is None:
-            continue
-        if isinstance(default, int) and not (isinstance(item, int) and not isinstance(item, bool)):
-            raise ConfigError(f"overrides.{key}: expected an integer like the protocol's {default!r}, got {item!r}")
-        if isinstance(default, float) and not number:
-            raise ConfigError(f"overrides.{key}: expected a number like the protocol's {default!r}, got {item!r}")
-        if isinstance(default, dict) and not isinstance(item, dict):
-            raise ConfigError(f"overrides.{key}: expected a mapping like the protocol's, got {item!r}")
-        if isinstance(default, str) and not isinstance(item, str):
-            raise ConfigError(f"overrides.{key}: expected a string like the protocol's `{default}`, got {item!r}")
+        raise ConfigError("overrides: give a mapping that follows DistillationWorkChain's inputs")
+    try:
+        check_override_keys(DistillationWorkChain.spec().inputs, value)
+    except ProtocolError as exception:
+        raise ConfigError(f"overrides: {exception}") from exception
     return value
 
 
@@ -188,6 +186,10 @@ def build_from_config(config: dict[str, Any]):
     test_set = None
     if config.get("test_set"):
         test_set = LabelledStructuresData.from_atoms(list(read(config["test_set"], index=":")), source="dft")
+    overrides = dict(config["overrides"])
+    if config.get("pseudo_family"):
+        oracle = overrides.setdefault("oracle", {})
+        oracle.setdefault("meta_parameters", {})["pseudo_family"] = config["pseudo_family"]
     try:
         builder = DistillationWorkChain.get_builder_from_protocol(
             StructureSetData.from_atoms(prototype_atoms(config)),
@@ -199,14 +201,13 @@ def build_from_config(config: dict[str, Any]):
             mace_train_code=codes.get("mace_train"),
             test_set=test_set,
             protocol=config["protocol"],
-            overrides=config["overrides"],
-            pseudo_family=config.get("pseudo_family"),
+            overrides=overrides,
         )
     except ValueError as exception:
         raise ConfigError(f"overrides: {exception}") from exception
     # What the process does when it starts: fill the defaults, then run every validator.
     ports = DistillationWorkChain.spec().inputs
-    error = ports.validate(ports.pre_process(builder._inputs(prune=True)))
+    error = ports.validate(ports.pre_process(builder_inputs(builder)))
     if error is not None:
         raise ConfigError(f"overrides: {error.message}")
     return builder

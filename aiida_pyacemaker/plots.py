@@ -15,28 +15,12 @@ import numpy as np
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from .data.ace_potential import AcePotentialData
-    from .data.labelled_structures import LabelledStructuresData
-
 
 def _figure(size: tuple[float, float] = (4.5, 4.0)) -> tuple[Figure, Any]:
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=size, layout="constrained")
     return figure, figure.add_subplot()
-
-
-def parity_data(potential: AcePotentialData, test_set: LabelledStructuresData) -> dict[str, np.ndarray]:
-    """Reference and ACE energies per atom (eV/atom) and force components (eV/A) on ``test_set``."""
-    from .workflows.incremental_training import predictions
-
-    rows = predictions(potential, test_set)
-    return {
-        "energy_ref": np.array([row["energy_ref"] / row["atoms"] for row in rows]),
-        "energy_ace": np.array([row["energy"] / row["atoms"] for row in rows]),
-        "forces_ref": np.concatenate([row["forces_ref"].ravel() for row in rows]),
-        "forces_ace": np.concatenate([row["forces"].ravel() for row in rows]),
-    }
 
 
 def parity_figure(reference: np.ndarray, predicted: np.ndarray, quantity: str, unit: str, scale: float) -> Figure:
@@ -84,6 +68,7 @@ def uncertainty_figure(uncertainty: np.ndarray, accept: float, call_dft: float) 
 
 def campaign_figures(node) -> dict[str, Figure]:
     """The figures of a finished ``DistillationWorkChain`` node (parity plots only when it had a test set)."""
+    from .evaluation import parity_data, predictions
     from .workflows.tiered_oracle import TieredOracleWorkChain
 
     figures: dict[str, Figure] = {"learning_curve": learning_curve_figure(node.outputs.summary.get_dict())}
@@ -93,7 +78,7 @@ def campaign_figures(node) -> dict[str, Figure]:
         uncertainty, node.inputs.oracle.uncertainty_threshold.value, node.inputs.oracle.threshold_call_dft.value
     )
     if "test_set" in node.inputs:
-        data = parity_data(node.outputs.potential, node.inputs.test_set)
+        data = parity_data(predictions(node.outputs.potential, node.inputs.test_set))
         mean = float(np.mean(data["energy_ref"]))  # energies relative to the set's mean: readable axes
         figures["energy_parity"] = parity_figure(
             data["energy_ref"] - mean, data["energy_ace"] - mean, "energy - mean", "meV/atom", 1e3

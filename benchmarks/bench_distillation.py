@@ -29,11 +29,14 @@ TINY_SI = pathlib.Path(__file__).resolve().parent.parent / "models" / "tiny-si"
 #: cell), k-spacing 0.6 1/A (2x2x2 for the 8-atom cell), conv_thr 1e-8 Ry, 3 bands per atom. pw.x's default band
 #: count made PwBaseWorkChain restart about a third of the cells for insufficient bands (measured: 620 pw.x
 #: runs for the first 364 cells), so the bands are set up front.
-DFT = {
-    "stringency": "low",
-    "kpoints_distance": 0.6,
-    "bands_per_atom": 3,
-    "pw_parameters": {"SYSTEM": {"ecutwfc": 20.0, "ecutrho": 160.0}, "ELECTRONS": {"conv_thr": 1.0e-8}},
+#: Bands now come from the pseudopotentials' valence electrons (24 for Si8, as before).
+ORACLE = {
+    "max_concurrent_dft": 2,
+    "meta_parameters": {"dft_cutoff_stringency": "low"},
+    "dft": {
+        "kpoints_distance": 0.6,
+        "pw": {"parameters": {"SYSTEM": {"ecutwfc": 20.0, "ecutrho": 160.0}, "ELECTRONS": {"conv_thr": 1.0e-8}}},
+    },
 }
 POOL_SEED, TEST_SEED = 2026, 4242
 
@@ -65,7 +68,7 @@ def all_dft_labels(structures, codes: dict, dft_inputs: dict, committee: dict):
     _, node = run_get_node(
         TieredOracleWorkChain,
         structures=structures,
-        mace={"code": codes["mace"], "models": committee},
+        mace={"mace": {"code": codes["mace"], "models": committee}},
         dft=dft_inputs,
         uncertainty_threshold=orm.Float(0.0),
         threshold_call_dft=orm.Float(0.0),
@@ -141,12 +144,13 @@ def main() -> None:
     from aiida.manage import get_manager
     from ase.build import bulk
 
+    from aiida_pyacemaker.candidates import make_candidates
     from aiida_pyacemaker.data import MaceModelData, StructureSetData
+    from aiida_pyacemaker.evaluation import evaluate
+    from aiida_pyacemaker.protocols import builder_inputs
     from aiida_pyacemaker.setup.caching import ensure_caching
     from aiida_pyacemaker.setup.pseudos import DEFAULT_FAMILY, ensure_pseudo_family
-    from aiida_pyacemaker.workflows.candidates import make_candidates
     from aiida_pyacemaker.workflows.distillation import DistillationWorkChain
-    from aiida_pyacemaker.workflows.incremental_training import rmse_overall_and_by_domain
 
     ensure_caching(get_manager().get_profile().name)
     ensure_pseudo_family(DEFAULT_FAMILY)
@@ -156,11 +160,12 @@ def main() -> None:
     overrides = {
         "pool": {"seed": POOL_SEED, "policies": policies(args.pool)},
         "dft_budget": args.budget,
-        "dft": DFT,
         "max_iterations": 3,
-        "max_concurrent_dft": 2,
-        "replay_buffer_size": 1000,
-        "pacemaker_overrides": {"maxiter": 200, "warm_start_maxiter": 60},
+        "oracle": ORACLE,
+        "training": {
+            "replay_buffer_size": 1000,
+            "pacemaker": {"pacemaker": {"parameters": {"maxiter": 200, "warm_start_maxiter": 60}}},
+        },
     }
     builder = DistillationWorkChain.get_builder_from_protocol(
         StructureSetData.from_atoms([prototype]),
@@ -172,7 +177,7 @@ def main() -> None:
         mace_train_code=codes["mace-train"],
         overrides=overrides,
     )
-    dft_inputs = builder.oracle.dft._inputs(prune=True)  # type: ignore[union-attr]
+    dft_inputs = builder_inputs(builder.oracle.dft)
 
     start = time.perf_counter()
     test_set = all_dft_labels(
@@ -200,13 +205,13 @@ def main() -> None:
     assert same.all(), "the loop's pool differs from the reference pool"
 
     fits = [n for n in loop.called_descendants if n.process_label == "PacemakerCalculation"]
-    parameters = dict(builder.training.pacemaker.parameters.get_dict())  # type: ignore[union-attr]
+    parameters = dict(builder.training.pacemaker.pacemaker.parameters.get_dict())  # type: ignore[union-attr]
     parameters["maxiter"] = sum(n.outputs.metrics["iterations"] for n in fits)
     reference = fit_all_dft(reference_labels, parameters, codes["pacemaker"])
 
     measured = {
-        "distilled": rmse_overall_and_by_domain(loop.outputs.potential, test_set),
-        "all-DFT": rmse_overall_and_by_domain(reference, test_set),
+        "distilled": evaluate(loop.outputs.potential, test_set),
+        "all-DFT": evaluate(reference, test_set),
     }
     distilled, all_dft = measured["distilled"]["overall"], measured["all-DFT"]["overall"]
     tuned = sorted(

@@ -30,7 +30,7 @@ def through_work_chain(model_paths: list[str], atoms_list: list) -> tuple[float,
     _, node = run_get_node(
         TieredOracleWorkChain,
         structures=StructureSetData.from_atoms(atoms_list).store(),
-        mace={"code": orm.load_code("mace@localhost"), "models": models},
+        mace={"mace": {"code": orm.load_code("mace@localhost"), "models": models}},
         uncertainty_threshold=orm.Float(1e6),
         threshold_call_dft=orm.Float(1e6),
         max_dft_calls=orm.Int(0),

@@ -53,8 +53,8 @@ def build_history(campaign: str, size: int, template) -> None:
 def time_sample(campaign: str, new, repeats: int = 3) -> float:
     from aiida import orm
 
+    from aiida_pyacemaker.calculations.functions.training import build_training_set
     from aiida_pyacemaker.data.history import get_history, history_batches
-    from aiida_pyacemaker.workflows.incremental_training import build_training_set
 
     settings = {"buffer_size": BATCH + len(new), "strategy": "random", "min_share": 0.0, "replay_weight": 1.0}
     timings = []

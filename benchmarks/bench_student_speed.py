@@ -68,9 +68,13 @@ def fitted_ace(protocol: str, maxiter: int):
 
     from aiida_pyacemaker.calculations.pacemaker import PacemakerCalculation
     from aiida_pyacemaker.data import LabelledStructuresData
-    from aiida_pyacemaker.protocols import get_protocol_parameters
+    from aiida_pyacemaker.workflows.pacemaker.base import PacemakerBaseWorkChain
 
-    parameters = {**get_protocol_parameters("pacemaker", protocol), "maxiter": maxiter, "active_set": False}
+    parameters = {
+        **PacemakerBaseWorkChain.get_protocol_inputs(protocol)["pacemaker"]["parameters"],
+        "maxiter": maxiter,
+        "active_set": False,
+    }
     training = LabelledStructuresData.from_atoms(read(TINY_SI / "si_dft.xyz", index=":"), source="dft")
     _, node = run_get_node(
         PacemakerCalculation,

@@ -78,7 +78,7 @@ def time_to_reach(node, target_rmse_f: float) -> float | None:
 def force_rmse(potential, structures: list) -> float:
     """Force RMSE per component (eV/A) on teacher-labelled structures: the work chain's forgetting metric."""
     from aiida_pyacemaker.data import LabelledStructuresData
-    from aiida_pyacemaker.workflows.incremental_training import rmse_by_domain
+    from aiida_pyacemaker.evaluation import rmse_by_domain
 
     (domain,) = rmse_by_domain(potential, LabelledStructuresData.from_atoms(structures, source="mace")).values()
     return domain["rmse_f_mev_per_a"] / 1000.0
@@ -99,13 +99,13 @@ def main() -> None:
 
     from aiida_pyacemaker.calculations.pacemaker import PacemakerCalculation
     from aiida_pyacemaker.data import LabelledStructuresData
-    from aiida_pyacemaker.protocols import get_protocol_parameters
+    from aiida_pyacemaker.workflows.pacemaker.base import PacemakerBaseWorkChain
 
     sets = make_sets()
     test_set = LabelledStructuresData.from_atoms(sets["set1_test"] + sets["set2_test"], source="mace").store()
     code = orm.load_code("pacemaker@localhost")
     base = {
-        **get_protocol_parameters("pacemaker", "fast"),
+        **PacemakerBaseWorkChain.get_protocol_inputs("fast")["pacemaker"]["parameters"],
         "display_step": 5,
         "number_of_functions_per_element": args.functions,
         "kappa": args.kappa,

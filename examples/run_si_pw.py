@@ -11,9 +11,9 @@ import argparse
 from aiida import load_profile, orm
 from ase.build import bulk
 
+from aiida_pyacemaker.cli.launch import submit_and_wait
+from aiida_pyacemaker.dft import get_pw_builder, pw_label
 from aiida_pyacemaker.setup.pseudos import DEFAULT_FAMILY
-from aiida_pyacemaker.workflows.dft import get_pw_builder, pw_label
-from aiida_pyacemaker.workflows.submission import submit_and_wait
 
 
 def main() -> None:

@@ -4,7 +4,7 @@
 2. Labelled by real pw.x through the plugin: PwBaseWorkChain with the `pw@localhost` code and the
    `pyacemaker/debian-qe/PBE` family that `aiida-pyacemaker setup` installs (stringency `low`,
    30/240 Ry, k-point spacing 0.45 1/A, cold smearing from the `fast` protocol).
-3. Three MACE models (protocol `tiny` of protocols/mace_train.yaml: 16 channels, max_L 0, r_max 4.5), one
+3. Three MACE models (protocol `fast` of protocols/mace_train/base.yaml: 16 channels, max_L 0, r_max 4.5), one
    MaceTrainCalculation with seeds 0, 1, 2 (mace_run_train through the plugin).
 
 Usage:
@@ -53,15 +53,15 @@ def label_with_pw(profile: str, structures: list, path: pathlib.Path) -> None:
     from aiida.engine import run_get_node
     from ase.io import write
 
+    from aiida_pyacemaker.dft import get_pw_builder, pw_label
     from aiida_pyacemaker.setup.pseudos import DEFAULT_FAMILY
-    from aiida_pyacemaker.workflows.dft import get_pw_builder, pw_label
 
     load_profile(profile, allow_switch=True)
     code = orm.load_code("pw@localhost")
     labelled = []
     for index, atoms in enumerate(structures):
-        # 3 bands per Si atom (2 occupied): smearing then needs no restart for "insufficient bands".
-        overrides = {"kpoints_distance": 0.45, "pw": {"parameters": {"SYSTEM": {"nbnd": 3 * len(atoms)}}}}
+        # Bands come from the family's valence electrons (aiida_pyacemaker.dft): no restart for "insufficient bands".
+        overrides = {"kpoints_distance": 0.45}
         structure = orm.StructureData(ase=atoms)
         builder = get_pw_builder(code, structure, DEFAULT_FAMILY, stringency="low", overrides=overrides)
         _, node = run_get_node(builder)
@@ -82,10 +82,10 @@ def test_candidates() -> list:
     """A held-out set drawn like the `fast` distillation pool (same policies, half the counts, another seed)."""
     from ase.build import bulk
 
-    from aiida_pyacemaker.protocols import get_protocol
-    from aiida_pyacemaker.workflows.candidates import make_candidates
+    from aiida_pyacemaker.candidates import make_candidates
+    from aiida_pyacemaker.workflows.distillation import DistillationWorkChain
 
-    policies = get_protocol("distillation", "fast")["pool"]["policies"]
+    policies = DistillationWorkChain.get_protocol_inputs("fast")["pool"]["policies"]
     halved = {
         name: {**settings, "per_prototype": settings["per_prototype"] // 2} for name, settings in policies.items()
     }
@@ -93,14 +93,14 @@ def test_candidates() -> list:
 
 
 def train_committee(profile: str) -> None:
-    """Train one model per seed with MaceTrainCalculation (protocol `tiny`) and copy the models to OUT."""
+    """Train one model per seed with MaceTrainCalculation (protocol `fast`) and copy the models to OUT."""
     from aiida import load_profile, orm
     from aiida.engine import run_get_node
     from ase.io import read
 
     from aiida_pyacemaker.calculations.mace_train import MaceTrainCalculation
     from aiida_pyacemaker.data import LabelledStructuresData
-    from aiida_pyacemaker.protocols import get_protocol_parameters
+    from aiida_pyacemaker.workflows.mace_train.base import MaceTrainBaseWorkChain
 
     load_profile(profile, allow_switch=True)
     training_set = LabelledStructuresData.from_atoms(read(DATASET, index=":"), source="dft")
@@ -109,7 +109,7 @@ def train_committee(profile: str) -> None:
         code=orm.load_code("mace-train@localhost"),
         training_set=training_set,
         seeds=orm.List(list(SEEDS)),
-        parameters=orm.Dict(get_protocol_parameters("mace_train", "tiny")),
+        parameters=orm.Dict(MaceTrainBaseWorkChain.get_protocol_inputs("fast")["mace_train"]["parameters"]),
     )
     if not node.is_finished_ok:
         raise SystemExit(f"MaceTrainCalculation<{node.pk}> failed: {node.exit_message}")

@@ -6,5 +6,9 @@ cd "$(dirname "$0")/.."
 profile="pyacemaker"
 if [ "${1:-}" = "--profile" ]; then profile="$2"; fi
 bash scripts/install.sh
+# Everything runs from the virtual environment install.sh made; `aiida-pyacemaker setup` registers its Python.
+venv="${PYACEMAKER_VENV:-$PWD/.venv}"
+# shellcheck disable=SC1091
+source "$venv/bin/activate"
 aiida-pyacemaker setup --profile "$profile"
-python3 examples/run_si_distillation.py --profile "$profile"
+python examples/run_si_distillation.py --profile "$profile"

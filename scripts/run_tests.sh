@@ -4,13 +4,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1 AIIDA_WARN_v3=0
+# The virtual environment that scripts/install.sh made (PYACEMAKER_VENV, else .venv in the repository).
+venv="${PYACEMAKER_VENV:-$PWD/.venv}"
+if [ -x "$venv/bin/python" ]; then
+    # shellcheck disable=SC1091
+    source "$venv/bin/activate"
+fi
 echo "== ruff"
-python3 -m ruff check aiida_pyacemaker tests examples benchmarks scripts
-python3 -m ruff format --check aiida_pyacemaker tests examples benchmarks scripts
+python -m ruff check aiida_pyacemaker tests examples benchmarks scripts
+python -m ruff format --check aiida_pyacemaker tests examples benchmarks scripts
 echo "== mypy"
-python3 -m mypy
+python -m mypy
 echo "== docs (Sphinx, warnings are errors)"
-python3 -m sphinx -b html -q -W --keep-going docs docs/_build/html
+python -m sphinx -b html -q -W --keep-going docs docs/_build/html
 echo "== pytest"
 # pytest exits 5 when it collects no test: that is a failure here too.
-python3 -m pytest "$@"
+python -m pytest "$@"

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from .test_setup_command import run_cli
+from .cli.test_setup_command import run_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.production]
 

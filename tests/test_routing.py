@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from aiida_pyacemaker.workflows.routing import (
+from aiida_pyacemaker.routing import (
     apply_energy_shift,
     fit_energy_shift,
     route,

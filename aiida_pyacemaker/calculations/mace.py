@@ -33,6 +33,7 @@ PARAMETERS: dict[str, tuple[type | tuple[type, ...], Any, str]] = {
     "min_distance": ((int, float), lambda v: v >= 0, "a distance >= 0 (A)"),
     "isolation_distance": ((int, float), lambda v: v >= 0, "a distance >= 0 (A); 0 means the models' r_max"),
     "threads": (int, lambda v: v >= 0, "an integer >= 0 (0: torch's default)"),
+    "screen_timeout": ((int, float), lambda v: v > 0, "seconds > 0 of screening per structure (then: timeout)"),
 }
 DEFAULT_PARAMETERS: dict[str, Any] = {
     "device": "cpu",
@@ -42,6 +43,7 @@ DEFAULT_PARAMETERS: dict[str, Any] = {
     "min_distance": 0.5,
     "isolation_distance": 0.0,
     "threads": 0,
+    "screen_timeout": 60.0,
 }
 
 
@@ -117,6 +119,16 @@ class MaceCalculation(CalcJob):
         spec.exit_code(301, "ERROR_OUTPUT_CORRUPT", message="The results file is unreadable or incomplete.")
         spec.exit_code(310, "ERROR_MODEL_UNREADABLE", message="A model file could not be loaded: {message}")
         spec.exit_code(311, "ERROR_INPUT_UNREADABLE", message="The structures file could not be read: {message}")
+        spec.exit_code(
+            400,
+            "ERROR_OUT_OF_WALLTIME",
+            message="The job hit its walltime (scheduler's verdict) before the committee finished.",
+        )
+        spec.exit_code(
+            410,
+            "ERROR_OUT_OF_MEMORY",
+            message="The job ran out of memory or was killed by a signal: {message}",
+        )
 
     @staticmethod
     def row_keys(inputs) -> tuple[list[str], list[str]]:
@@ -140,8 +152,9 @@ class MaceCalculation(CalcJob):
             **(self.inputs.parameters.get_dict() if "parameters" in self.inputs else {}),
         }
         atoms_list = self.input_atoms()
-        for atoms in atoms_list:
+        for atoms in atoms_list:  # geometry only: both input forms write the same file (no masses, no info)
             atoms.info = {}
+            atoms.arrays = {name: atoms.arrays[name] for name in ("numbers", "positions")}
         with folder.open(STRUCTURES_FILE, "w") as handle:
             write(handle, atoms_list, format="extxyz")
         copy_executable(folder, SCRIPT)

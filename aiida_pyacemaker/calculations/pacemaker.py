@@ -32,7 +32,21 @@ PREVIOUS = "previous.yaml"
 LADDER_INITIAL = "initial.yaml"
 BACKENDS = ("tensorpot", "pyace")
 OPTIMIZERS = ("BFGS", "L-BFGS-B")
-DEFAULT_FUNCTIONS = {"ALL": {"nradmax_by_orders": [15, 3, 2, 1], "lmax_by_orders": [0, 2, 2, 1]}}
+#: ``scipy.optimize.minimize`` options pacemaker passes on (``fit.options``); ``maxiter`` is pacemaker's own key.
+#: ``c1``/``c2`` are BFGS's Wolfe line-search constants (a larger ``c1`` accepts only shorter, surer steps).
+OPTIMIZER_OPTIONS = ("gtol", "c1", "c2", "xrtol", "norm", "maxcor", "ftol", "maxls", "maxfun")
+#: pacemaker's defaults for the minimiser (tensorpot backend); kept when ``optimizer_options`` are given.
+DEFAULT_OPTIMIZER_OPTIONS = {"gtol": 1e-8, "disp": True}
+INTERIM_PATTERN = "interim_potential_*.yaml"
+
+
+def _valid_optimizer_options(value: Any) -> bool:
+    if not isinstance(value, dict) or not set(value) <= set(OPTIMIZER_OPTIONS):
+        return False
+    if not all(isinstance(item, (int, float)) and not isinstance(item, bool) for item in value.values()):
+        return False
+    return 0 < value.get("c1", 1e-4) < value.get("c2", 0.9) < 1
+
 
 #: Allowed ``parameters`` keys and a check of each value.
 PARAMETER_CHECKS: dict[str, tuple[Any, str]] = {
@@ -62,6 +76,11 @@ PARAMETER_CHECKS: dict[str, tuple[Any, str]] = {
     "ladder_step": (lambda v: isinstance(v, (int, list)), "an integer or a list"),
     "ladder_type": (lambda v: v in ("body_order", "power_order"), "body_order or power_order"),
     "min_relative_train_loss_per_iter": (lambda v: isinstance(v, (int, float)) and v >= 0, "a number >= 0"),
+    "optimizer_options": (
+        _valid_optimizer_options,
+        f"a mapping of scipy.optimize.minimize options from {OPTIMIZER_OPTIONS} to numbers, 0 < c1 < c2 < 1",
+    ),
+    "repulsion": (lambda v: v in ("auto", "none"), "auto (ZBL inner core from the data) or none"),
 }
 
 
@@ -91,6 +110,21 @@ def validate_inputs(inputs: dict[str, Any], ctx) -> str | None:
                     f"the potential covers {inputs[name].elements}"
                 )
     return None
+
+
+def fit_iterations(parameters: dict[str, Any], warm_start: bool) -> int:
+    """pacemaker's ``maxiter`` for these settings: ``warm_start_maxiter`` when continuing a potential."""
+    maxiter = int(parameters.get("maxiter", 200))
+    return int(parameters.get("warm_start_maxiter", maxiter)) if warm_start else maxiter
+
+
+def adds_repulsion(parameters: dict[str, Any], warm_start: bool, ladder: bool = False) -> bool:
+    """Whether pacemaker adds the ZBL inner core at the end of the fit (``fit.repulsion: auto``).
+
+    By default after a fit from scratch only: a continued output potential already has it, while an interim one
+    (saved during a fit) has not, so a continuation from an interim potential asks for it with ``repulsion: auto``.
+    """
+    return parameters.get("repulsion", "none" if warm_start or ladder else "auto") == "auto"
 
 
 def build_input_yaml(
@@ -139,7 +173,6 @@ def build_input_yaml(
     data["reference_energy"] = (
         reference_energy if reference_energy is not None else parameters.get("reference_energy", "auto")
     )
-    maxiter = parameters.get("warm_start_maxiter", parameters.get("maxiter", 200)) if warm_start else None
     fit: dict[str, Any] = {
         "loss": {
             "kappa": parameters.get("kappa", 0.3),
@@ -147,12 +180,14 @@ def build_input_yaml(
             "L2_coeffs": parameters.get("L2_coeffs", 1e-8),
         },
         "optimizer": parameters.get("optimizer", "BFGS"),
-        "maxiter": maxiter or parameters.get("maxiter", 200),
+        "maxiter": fit_iterations(parameters, warm_start),
     }
+    if "optimizer_options" in parameters:
+        fit["options"] = {**DEFAULT_OPTIMIZER_OPTIONS, **parameters["optimizer_options"]}
     for key in ("weighting", "ladder_step", "ladder_type", "min_relative_train_loss_per_iter"):
         if key in parameters:
             fit[key] = parameters[key]
-    if not warm_start and not ladder:
+    if adds_repulsion(parameters, warm_start, ladder):
         fit["repulsion"] = "auto"
     return {
         "cutoff": cutoff,
@@ -191,7 +226,7 @@ class PacemakerCalculation(CalcJob):
             "parameters",
             valid_type=orm.Dict,
             validator=validate_parameters,
-            help="Fit settings; see protocols/pacemaker.yaml.",
+            help="Fit settings; see protocols/pacemaker/base.yaml.",
         )
         spec.input(
             "previous_potential",
@@ -210,6 +245,13 @@ class PacemakerCalculation(CalcJob):
         spec.output("potential", valid_type=AcePotentialData)
         spec.output("metrics", valid_type=orm.Dict, help="RMSEs (meV/atom, meV/A per component), loss, iterations.")
         spec.output("learning_curve", valid_type=orm.ArrayData, help="Loss and RMSEs per iteration.")
+        spec.output(
+            "interim_potential",
+            valid_type=AcePotentialData,
+            required=False,
+            help="The newest potential pacemaker saved during a fit that was stopped (walltime, killed): continue "
+            "from it as previous_potential.",
+        )
         spec.exit_code(300, "ERROR_NO_POTENTIAL", message="The fit wrote no output_potential.yaml.")
         spec.exit_code(301, "ERROR_METRICS_MISSING", message="pacemaker's metrics.txt is missing or empty.")
         spec.exit_code(311, "ERROR_INPUT_UNREADABLE", message="The training data could not be read: {message}")
@@ -217,6 +259,18 @@ class PacemakerCalculation(CalcJob):
         spec.exit_code(321, "ERROR_CONVERSION_FAILED", message="pace_yaml2yace or pace_activeset failed: {message}")
         spec.exit_code(330, "ERROR_ZERO_ITERATIONS", message="The fit ran zero iterations: nothing was fitted.")
         spec.exit_code(331, "ERROR_NONFINITE_LOSS", message="The fit's loss is not finite.")
+        spec.exit_code(
+            400,
+            "ERROR_OUT_OF_WALLTIME",
+            message="The fit ran out of walltime; the newest interim potential, if any, is the interim_potential "
+            "output.",
+        )
+        spec.exit_code(
+            401,
+            "ERROR_INTERRUPTED",
+            message="The fit was stopped before it wrote output_potential.yaml ({message}); the newest interim "
+            "potential is the interim_potential output.",
+        )
 
     def prepare_for_submission(self, folder: Folder) -> CalcInfo:
         from ase.io import write
@@ -272,6 +326,7 @@ class PacemakerCalculation(CalcJob):
             "error.json",
             "driver_summary.json",
             "aiida.out",
+            INTERIM_PATTERN,
         ]
         return calcinfo
 

@@ -36,7 +36,7 @@ def launch(config_file: str | pathlib.Path, profile: str | None, wait: bool, plo
     from aiida import load_profile
 
     from ..config import ConfigError, build_from_config, load_config
-    from ..workflows.submission import submit_and_wait
+    from .launch import submit_and_wait
 
     try:
         config = load_config(config_file)
@@ -53,8 +53,11 @@ def launch(config_file: str | pathlib.Path, profile: str | None, wait: bool, plo
         node = submit(builder)
         click.echo(f"Submitted DistillationWorkChain<{node.pk}>: follow it with `verdi process report {node.pk}`")
         return node
-    node = submit_and_wait(builder, timeout=timeout)
+    node = submit_and_wait(builder, timeout=timeout, echo=click.echo)
     if not node.is_finished_ok:
+        if "summary" in node.outputs:  # e.g. an unusable potential: the campaign's record is still worth reading
+            for line in describe(node):
+                click.echo(line)
         raise click.ClickException(
             f"DistillationWorkChain<{node.pk}> failed: [{node.exit_status}] {node.exit_message} "
             f"(verdi process report {node.pk})"

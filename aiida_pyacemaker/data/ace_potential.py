@@ -110,6 +110,16 @@ class AcePotentialData(orm.Data):
     def has_active_set(self) -> bool:
         return self.base.attributes.get("has_active_set", False)
 
+    @property
+    def has_yace(self) -> bool:
+        """Whether the ``.yace`` file is there (an interim potential has only the ``.yaml``)."""
+        return YACE_NAME in self.base.repository.list_object_names()
+
+    @property
+    def is_interim(self) -> bool:
+        """Saved by pacemaker during a fit that did not finish: continue from it, do not ship it."""
+        return self.base.attributes.get("interim", False)
+
     def get_yaml(self) -> str:
         return self.base.repository.get_object_content(YAML_NAME, mode="r")
 

@@ -20,12 +20,30 @@ def file_sha256(path: str | pathlib.Path) -> str:
     return digest.hexdigest()
 
 
+class NotAMaceModelError(ValueError):
+    """A file that is no MACE model (unreadable by torch, or a torch object without MACE's attributes)."""
+
+
 def read_model_metadata(path: str | pathlib.Path) -> dict[str, Any]:
-    """Architecture, z-table, r_max, dtype and size of a MACE model file (loads it on the CPU)."""
+    """Architecture, z-table, r_max, dtype and size of a MACE model file (loads it on the CPU).
+
+    Raises ``NotAMaceModelError`` naming the file when it cannot be read as a MACE model.
+    """
     import torch
     from ase.data import chemical_symbols
 
-    model = torch.load(str(path), map_location="cpu", weights_only=False)
+    try:
+        model = torch.load(str(path), map_location="cpu", weights_only=False)
+    except Exception as exception:
+        raise NotAMaceModelError(
+            f"{path} is not a MACE model file: torch cannot load it ({type(exception).__name__}: {exception})"
+        ) from exception
+    missing = [name for name in ("atomic_numbers", "r_max", "parameters") if not hasattr(model, name)]
+    if missing:
+        raise NotAMaceModelError(
+            f"{path} is not a MACE model: it holds a {type(model).__name__} without {missing} "
+            "(a checkpoint or state dict? give the `.model` file that mace_run_train writes)"
+        )
     numbers = [int(z) for z in model.atomic_numbers]
     parameters = list(model.parameters())
     return {
@@ -54,6 +72,8 @@ class MaceModelData(orm.SinglefileData):
         ``deduplicate=False`` always makes a new node (a parser must create its outputs, never reuse a node).
         """
         path = pathlib.Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no MACE model file at {path}")
         sha256 = file_sha256(path)
         if deduplicate:
             query = orm.QueryBuilder().append(cls, filters={"attributes.sha256": sha256}, subclassing=False)

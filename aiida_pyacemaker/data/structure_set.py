@@ -210,7 +210,10 @@ class StructureSetData(orm.ArrayData):
         return self.base.attributes.get("elements")
 
     def to_atoms(self) -> list:
-        """ASE ``Atoms``, with ``structure_uuid`` and ``config_type`` in ``info``."""
+        """ASE ``Atoms``, with ``structure_uuid`` and ``config_type`` in ``info`` where they are set.
+
+        Empty values are left out: an empty string in an extended XYZ comment line makes ASE read the next key as
+        its value (mace_run_train then never saw ``config_type``)."""
         from ase import Atoms
 
         offsets = self.get_array("atom_offsets")
@@ -221,7 +224,8 @@ class StructureSetData(orm.ArrayData):
         for index in range(len(self)):
             rows = slice(offsets[index], offsets[index + 1])
             atoms = Atoms(numbers=numbers[rows], positions=positions[rows], cell=cells[index], pbc=pbc[index])
-            atoms.info["structure_uuid"] = str(uuids[index])
-            atoms.info["config_type"] = str(config_types[index])
+            for key, value in (("structure_uuid", str(uuids[index])), ("config_type", str(config_types[index]))):
+                if value:
+                    atoms.info[key] = value
             structures.append(atoms)
         return structures

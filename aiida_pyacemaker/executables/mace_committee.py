@@ -11,7 +11,10 @@ NaN for non-periodic cells), per-model energies and forces, and the uncertainty:
 
 Std is the population std (ddof=0). With one model the uncertainty is undefined: NaN, never zero.
 A structure that cannot be trusted gets a status other than ``ok`` and uncertainty = inf; the rest of the
-batch is unaffected. Statuses: ok, empty, nonfinite, unknown_element, too_close, isolated_atom.
+batch is unaffected. Statuses: ok, empty, nonfinite, unknown_element, degenerate_cell (a periodic cell with a
+near-zero height or volume, or so many periodic images within the cutoff that a neighbour search could not end),
+too_close, isolated_atom, timeout (the structure's screening ran past ``--screen-timeout`` seconds: it runs in a
+forked worker that is killed, so no row can stall the batch).
 
 Fatal problems write ``error.json`` ({"error": kind, "message": ...}) and exit non-zero:
 exit 3 ``model_unreadable``, exit 4 ``input_unreadable``.
@@ -29,6 +32,10 @@ import numpy as np
 EXIT_MODEL_UNREADABLE = 3
 EXIT_INPUT_UNREADABLE = 4
 STATUS_WIDTH = 16
+#: A periodic direction thinner than this (A) is degenerate.
+MIN_CELL_HEIGHT = 0.1
+#: More candidate pairs than this (atoms x periodic images within the cutoff) is an absurd cell.
+MAX_PAIR_CANDIDATES = 5.0e7
 
 
 def fail(kind: str, message: str, code: int) -> None:
@@ -68,23 +75,87 @@ def neighbours(atoms, cutoff: float) -> tuple[np.ndarray, np.ndarray]:
         return neighbor_list("id", atoms, cutoff)
 
 
+def degenerate_cell(atoms, cutoff: float) -> bool:
+    """A periodic cell that no neighbour search should see: a direction thinner than ``MIN_CELL_HEIGHT``, or
+    more candidate pairs within ``cutoff`` than ``MAX_PAIR_CANDIDATES`` (e.g. one lattice vector of 1e-6 A)."""
+    periodic = np.flatnonzero(atoms.pbc)
+    if len(periodic) == 0:
+        return False
+    cell = atoms.cell.array
+    images = 1.0
+    for axis in periodic:
+        others = [cell[i] for i in range(3) if i != axis]
+        normal = np.cross(*others)
+        area = float(np.linalg.norm(normal))
+        if area < 1e-12:
+            return True
+        height = abs(float(np.dot(cell[axis], normal))) / area
+        if height < MIN_CELL_HEIGHT:
+            return True
+        images *= 2 * np.ceil(cutoff / height) + 1
+    return bool(len(atoms) * images > MAX_PAIR_CANDIDATES)
+
+
 def structure_status(atoms, known_numbers: set[int], min_distance: float, isolation_distance: float) -> str:
-    """Why a structure cannot be evaluated, or ``ok``."""
+    """Why a structure cannot be evaluated, or ``ok``. Cheap checks first; the neighbour search last."""
     if len(atoms) == 0:
         return "empty"
     if not (np.isfinite(atoms.positions).all() and np.isfinite(atoms.cell.array).all()):
         return "nonfinite"
     if not set(atoms.numbers.tolist()) <= known_numbers:
         return "unknown_element"
-    if any(atoms.pbc) and atoms.cell.volume < 1e-8:
-        return "nonfinite"
-    first, distances = neighbours(atoms, max(min_distance, isolation_distance, 1e-3))
+    cutoff = max(min_distance, isolation_distance, 1e-3)
+    if degenerate_cell(atoms, cutoff):
+        return "degenerate_cell"
+    first, distances = neighbours(atoms, cutoff)
     if len(distances) and distances.min() < min_distance:
         return "too_close"
     within = first[distances < isolation_distance]
     if (np.bincount(within, minlength=len(atoms)) == 0).any():
         return "isolated_atom"
     return "ok"
+
+
+def _screen_worker(connection, structures: list, start: int, *settings: Any) -> None:
+    for index in range(start, len(structures)):
+        connection.send((index, structure_status(structures[index], *settings)))
+    connection.close()
+
+
+def screen(structures: list, known: set[int], min_distance: float, isolation: float, timeout: float) -> list[str]:
+    """``structure_status`` of every structure in a forked worker; a structure that takes longer than ``timeout``
+    seconds gets ``timeout``, the worker is killed and a new one goes on with the next structure."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    statuses = ["timeout"] * len(structures)
+    start = 0
+    while start < len(structures):
+        receiver, sender = context.Pipe(duplex=False)
+        worker = context.Process(
+            target=_screen_worker, args=(sender, structures, start, known, min_distance, isolation), daemon=True
+        )
+        worker.start()
+        sender.close()
+        index = start
+        while index < len(structures):
+            if not receiver.poll(timeout):
+                print(f"structure {index}: screening took over {timeout} s: status timeout", file=sys.stderr)
+                worker.kill()
+                index += 1  # this structure keeps ``timeout``
+                break
+            try:
+                done, status = receiver.recv()
+            except EOFError:  # the worker died on this structure
+                statuses[index] = "nonfinite"
+                index += 1
+                break
+            statuses[done] = status
+            index = done + 1
+        worker.join()
+        receiver.close()
+        start = index
+    return statuses
 
 
 def make_batches(sizes: np.ndarray, batch_size: int, max_batch_atoms: int) -> list[list[int]]:
@@ -177,8 +248,7 @@ def run(args: argparse.Namespace) -> dict[str, np.ndarray]:
     sizes = np.array([len(atoms) for atoms in structures], dtype=int)
     offsets = np.concatenate([[0], np.cumsum(sizes)])
     status = np.array(
-        [structure_status(atoms, known, args.min_distance, isolation) for atoms in structures],
-        dtype=f"<U{STATUS_WIDTH}",
+        screen(structures, known, args.min_distance, isolation, args.screen_timeout), dtype=f"<U{STATUS_WIDTH}"
     )
     ok = np.flatnonzero(status == "ok")
     batches = make_batches(sizes[ok], args.batch_size, args.max_batch_atoms)
@@ -238,6 +308,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--min-distance", type=float, default=0.5, help="closer atoms: status too_close (A)")
     parser.add_argument("--isolation-distance", type=float, default=0.0, help="0: the models' r_max (A)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads; 0 keeps torch's default")
+    parser.add_argument(
+        "--screen-timeout", type=float, default=60.0, help="seconds of screening per structure before status timeout"
+    )
     return parser.parse_args(argv)
 
 

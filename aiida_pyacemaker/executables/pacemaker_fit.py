@@ -12,7 +12,10 @@ start potential's metadata (an interim potential with it would silently fit noth
 input.yaml``; 4. ``pace_yaml2yace``; 5. ``pace_activeset`` when ``--active-set`` is given.
 
 Fatal problems write ``error.json`` ({"error": kind, "message": ...}) and exit non-zero:
-exit 3 ``data_unreadable``, exit 4 ``fit_failed``, exit 5 ``conversion_failed``.
+exit 3 ``data_unreadable``, exit 4 ``fit_failed``, exit 5 ``conversion_failed``, exit 128 + signal number
+``fit_interrupted`` (SIGTERM/SIGINT to this script, e.g. a scheduler's walltime, stops pacemaker with SIGINT; or
+pacemaker itself was killed by a signal). pacemaker saves ``interim_potential_*.yaml`` while it fits, so an
+interrupted fit can be continued from the newest one.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
+import signal
 import subprocess
 import sys
 
@@ -27,6 +31,11 @@ EXIT_DATA_UNREADABLE = 3
 EXIT_FIT_FAILED = 4
 EXIT_CONVERSION_FAILED = 5
 POTENTIAL = "output_potential.yaml"
+FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+GRACE_SECONDS = 20
+
+#: The running python-ace command, to pass a termination signal on to it.
+_CHILD: list[subprocess.Popen] = []
 
 
 def fail(kind: str, message: str, code: int) -> None:
@@ -78,11 +87,37 @@ def tool(name: str) -> str:
     return str(sibling) if sibling.is_file() else name
 
 
+def on_signal(signum: int, _frame) -> None:
+    """Stop the running command gently, then record the interruption and exit.
+
+    pacemaker gets SIGINT, not the signal itself: Python turns it into KeyboardInterrupt only between C calls, so
+    an interim potential being saved is written to the end (a SIGTERM there leaves an empty file). After
+    ``GRACE_SECONDS`` it is killed.
+    """
+    for child in _CHILD:
+        if child.poll() is None:
+            child.send_signal(signal.SIGINT)
+            try:
+                child.wait(timeout=GRACE_SECONDS)
+            except subprocess.TimeoutExpired:
+                child.kill()
+    name = signal.Signals(signum).name
+    fail("fit_interrupted", f"stopped by {name} before the fit finished", 128 + signum)
+
+
 def run(command: list[str], kind: str, code: int) -> None:
-    completed = subprocess.run(command, capture_output=True, text=True)
-    pathlib.Path(f"{pathlib.Path(command[0]).name}.log").write_text(completed.stdout + completed.stderr)
-    if completed.returncode != 0:
-        fail(kind, f"{' '.join(command)} exited {completed.returncode}:\n{completed.stderr}", code)
+    """Run a python-ace command, its output into ``<command>.log``; a failure (or a kill) ends this script."""
+    log = pathlib.Path(f"{pathlib.Path(command[0]).name}.log")
+    with log.open("w") as handle:
+        child = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, text=True)
+        _CHILD[:] = [child]
+        returncode = child.wait()
+        _CHILD.clear()
+    if returncode < 0:
+        name = signal.Signals(-returncode).name
+        fail("fit_interrupted", f"{' '.join(command)} was killed by {name}", 128 - returncode)
+    if returncode != 0:
+        fail(kind, f"{' '.join(command)} exited {returncode}:\n{log.read_text()[-4000:]}", code)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -92,6 +127,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--previous", default="", help="potential to continue from (YAML B-basis)")
     parser.add_argument("--active-set", action="store_true", help="build output_potential.asi")
     args = parser.parse_args(argv)
+    for signum in FORWARDED_SIGNALS:
+        signal.signal(signum, on_signal)
 
     summary: dict = {"train_rows": xyz_to_pickle(args.train, "train.pckl.gzip")}
     if args.test:

@@ -29,14 +29,19 @@ def read_metrics(lines: list[str]) -> list[dict[str, Any]]:
     return records
 
 
-def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Epochs run and the last validation RMSEs (meV/atom, meV/A); ``diverged`` when a loss is not finite."""
+def summarise_metrics(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Epochs run and the last validation RMSEs (meV/atom, meV/A); ``diverged`` when a loss is not finite.
+
+    ``epochs`` counts the finished epochs: the evaluation before training (``epoch: null``) is not one. After a
+    restart from a checkpoint the epoch numbers go on, so ``epochs`` is the total of the whole training.
+    """
     evaluations = [record for record in records if record.get("mode") == "eval"]
     last = evaluations[-1] if evaluations else {}
     losses = [record.get("loss") for record in records if "loss" in record]
     diverged = any(loss is None or not math.isfinite(float(loss)) for loss in losses)
+    finished = [int(record["epoch"]) for record in evaluations if record.get("epoch") is not None]
     summary: dict[str, Any] = {
-        "epochs": int(max((record.get("epoch") or 0 for record in evaluations), default=-1)) + 1,
+        "epochs": max(finished, default=-1) + 1,
         "diverged": diverged,
         "valid_loss": last.get("loss"),
     }
@@ -63,40 +68,76 @@ def read_error_table(stdout: str) -> dict[str, float]:
 
 
 class MaceTrainParser(Parser):
-    """One ``MaceModelData`` per seed plus a metrics ``Dict``."""
+    """One ``MaceModelData`` per seed plus a metrics ``Dict``.
+
+    Checked per seed, in the order of ``seeds``: metrics missing (301), a non-finite loss (320), model missing (300).
+    A job the scheduler killed for its walltime (120, set by the engine before parsing) becomes 400 unless a seed
+    diverged (320 wins: a restart from the checkpoint would diverge again); the finished seeds' models and every
+    seed's metrics so far are attached.
+    """
 
     CACHE_VERSION = 1
 
     def parse(self, **kwargs) -> ExitCode | None:
-        repository = self.retrieved.base.repository
-        names = set(repository.list_object_names())
-        metrics: dict[str, Any] = {}
+        seeds = self.node.inputs.seeds.get_list()
+        metrics = {f"s{seed}": summary for seed in seeds if (summary := self.read_summary(seed)) is not None}
+        if self.node.exit_status == self.exit_codes.ERROR_SCHEDULER_OUT_OF_WALLTIME.status:
+            return self.parse_out_of_walltime(seeds, metrics)
+
         models: dict[str, MaceModelData] = {}
-        for seed in self.node.inputs.seeds.get_list():
-            path = pathlib.PurePosixPath(metrics_file(seed)).name  # AiiDA retrieves nested files flat
-            try:
-                records = read_metrics(repository.get_object_content(path, mode="r").splitlines())
-            except FileNotFoundError:
-                records = []
-            if not records:
+        for seed in seeds:
+            key = f"s{seed}"
+            if key not in metrics:
                 return self.exit_codes.ERROR_METRICS_MISSING.format(seed=seed)
-            summary = summarise(records)
-            try:
-                summary.update(read_error_table(repository.get_object_content(f"{model_name(seed)}.out", mode="r")))
-            except FileNotFoundError:
-                self.logger.warning(f"no stdout for seed {seed}: train RMSEs are missing from the metrics")
-            metrics[f"s{seed}"] = summary
-            if summary["diverged"]:
+            if metrics[key]["diverged"]:
                 self.out("metrics", orm.Dict(metrics))
                 return self.exit_codes.ERROR_TRAINING_DIVERGED.format(seed=seed)
-            filename = f"{model_name(seed)}.model"
-            if filename not in names:
+            model = self.read_model(seed)
+            if model is None:
                 return self.exit_codes.ERROR_MODEL_MISSING.format(seed=seed)
-            with tempfile.TemporaryDirectory() as tmp:
-                target = pathlib.Path(tmp) / filename
-                target.write_bytes(repository.get_object_content(filename, mode="rb"))
-                models[f"s{seed}"] = MaceModelData.from_file(target, store=False, deduplicate=False)
+            models[key] = model
         for key, model in models.items():
             self.out(f"models.{key}", model)
         self.out("metrics", orm.Dict(metrics))
         return None
+
+    def parse_out_of_walltime(self, seeds: list[int], metrics: dict[str, Any]) -> ExitCode:
+        """Attach what finished before the scheduler killed the job; 320 if a seed diverged, else 400."""
+        if metrics:
+            self.out("metrics", orm.Dict(metrics))
+        diverged = [seed for seed in seeds if metrics.get(f"s{seed}", {}).get("diverged")]
+        if diverged:
+            return self.exit_codes.ERROR_TRAINING_DIVERGED.format(seed=diverged[0])
+        for seed in seeds:
+            model = self.read_model(seed)
+            if model is not None:
+                self.out(f"models.s{seed}", model)
+        return self.exit_codes.ERROR_OUT_OF_WALLTIME
+
+    def read_summary(self, seed: int) -> dict[str, Any] | None:
+        """The metrics summary of one seed (with the train/valid RMSEs of its stdout), None without records."""
+        repository = self.retrieved.base.repository
+        path = pathlib.PurePosixPath(metrics_file(seed)).name  # AiiDA retrieves nested files flat
+        try:
+            records = read_metrics(repository.get_object_content(path, mode="r").splitlines())
+        except FileNotFoundError:
+            return None
+        if not records:
+            return None
+        summary = summarise_metrics(records)
+        try:
+            summary.update(read_error_table(repository.get_object_content(f"{model_name(seed)}.out", mode="r")))
+        except FileNotFoundError:
+            self.logger.warning(f"no stdout for seed {seed}: train RMSEs are missing from the metrics")
+        return summary
+
+    def read_model(self, seed: int) -> MaceModelData | None:
+        """The model file of one seed as a new (unstored) ``MaceModelData``, None when it was not retrieved."""
+        repository = self.retrieved.base.repository
+        filename = f"{model_name(seed)}.model"
+        if filename not in repository.list_object_names():
+            return None
+        with tempfile.TemporaryDirectory() as tmp:
+            target = pathlib.Path(tmp) / filename
+            target.write_bytes(repository.get_object_content(filename, mode="rb"))
+            return MaceModelData.from_file(target, store=False, deduplicate=False)

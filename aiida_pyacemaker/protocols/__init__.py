@@ -17,10 +17,21 @@ from aiida_quantumespresso.workflows.protocols.utils import ProtocolMixin as _Qe
 from aiida_quantumespresso.workflows.protocols.utils import recursive_merge
 from plumpy.ports import PortNamespace
 
-__all__ = ("QE_PROTOCOLS", "ProtocolError", "ProtocolMixin", "as_input_nodes", "builder_inputs", "recursive_merge")
+__all__ = (
+    "QE_PROTOCOLS",
+    "ProtocolError",
+    "ProtocolMixin",
+    "as_input_nodes",
+    "builder_inputs",
+    "check_override_keys",
+    "nested_builder",
+    "recursive_merge",
+    "without",
+)
 
-#: The plugin's protocols and aiida-quantumespresso's protocol of the same intent (used by the DFT tier).
-QE_PROTOCOLS = {"fast": "fast", "balanced": "moderate", "stringent": "precise"}
+#: The plugin's protocols and aiida-quantumespresso's protocol of the same intent, used by the DFT tier (5.1 names
+#: them fast, balanced, stringent; moderate and precise are its aliases of the last two).
+QE_PROTOCOLS = {"fast": "fast", "balanced": "balanced", "stringent": "stringent"}
 
 #: Plain values become these nodes when a port accepts them (checked in this order).
 _NODE_TYPES: tuple[tuple[type, type], ...] = (
@@ -47,13 +58,60 @@ class ProtocolMixin(_QeProtocolMixin):
         return pathlib.Path(str(resources.files(__name__).joinpath(f"{cls._protocol_file}.yaml")))
 
     @classmethod
-    def get_protocol_inputs(cls, protocol: Any = None, overrides: Any = None) -> dict:  # type: ignore[override]
+    def get_protocol_inputs(cls, protocol: Any = None, overrides: Any = None) -> dict:
         """The protocol's inputs merged with ``overrides``; an unknown protocol raises ``ProtocolError``."""
         try:
             return super().get_protocol_inputs(protocol, overrides)
         except ValueError as exception:
             available = sorted(cls.get_available_protocols())
             raise ProtocolError(f"protocol `{protocol}` is not one of {available}") from exception
+
+
+#: Protocol keys that are no ports (aiida-quantumespresso's ``pseudo_family``, any ``meta_parameters``).
+META_KEYS = ("meta_parameters", "pseudo_family", "fine_tune_parameters")
+
+
+def _open_ended(namespace: PortNamespace) -> bool:
+    """Whether a namespace takes arbitrary keys: dynamic with no declared ports (``models``, ``pseudos``).
+
+    Namespaces made by ``expose_inputs`` are dynamic too, for internal reasons, yet declare a fixed set of ports:
+    a key outside that set is a typo (aiida-quantumespresso uses the same rule for its overrides).
+    """
+    return namespace.dynamic and len(namespace) == 0
+
+
+def check_override_keys(namespace: PortNamespace, overrides: Mapping[str, Any], path: str = "") -> None:
+    """Raise ``ProtocolError`` naming the first key of ``overrides`` that is no port of ``namespace`` (nested).
+
+    Values are not checked here (``as_input_nodes`` does, when the builder is made); protocol meta keys pass.
+    """
+    for key, value in overrides.items():
+        name = f"{path}.{key}" if path else key
+        if key in META_KEYS:
+            continue
+        if key not in namespace:
+            if _open_ended(namespace):
+                continue
+            raise ProtocolError(f"`{name}` is not an input; allowed here: {sorted(set(namespace) - {'metadata'})}")
+        port = namespace[key]
+        if isinstance(port, PortNamespace):
+            if not isinstance(value, Mapping):
+                raise ProtocolError(f"`{name}` is a namespace: give a mapping, not {value!r}")
+            if key != "metadata":
+                check_override_keys(port, value, name)
+
+
+def nested_builder(namespace: str, factory: Any, *args: Any, **kwargs: Any) -> Any:
+    """``factory(*args, **kwargs)`` (a child's ``get_builder_from_protocol``); its errors name ``namespace``."""
+    try:
+        return factory(*args, **kwargs)
+    except ProtocolError as exception:
+        raise ProtocolError(f"{namespace}: {exception}") from exception
+
+
+def without(inputs: dict[str, Any], *names: str) -> dict[str, Any]:
+    """``inputs`` without the top-level ``names`` (ports a parent sets itself)."""
+    return {key: value for key, value in inputs.items() if key not in names}
 
 
 def _accepts(port: Any, node_class: type) -> bool:
@@ -75,7 +133,7 @@ def as_input_nodes(namespace: PortNamespace, values: Mapping[str, Any], path: st
     for key, value in values.items():
         name = f"{path}.{key}" if path else key
         if key not in namespace:
-            if namespace.dynamic:
+            if _open_ended(namespace):
                 converted[key] = value
                 continue
             raise ProtocolError(f"`{name}` is not an input; allowed here: {sorted(namespace)}")

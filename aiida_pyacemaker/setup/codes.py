@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pathlib
 import shutil
 import sys
 from dataclasses import dataclass
@@ -37,6 +38,14 @@ PACEMAKER_CODE = CodeSpec("pacemaker", sys.executable, "pyacemaker.pacemaker", "
 PLUGIN_CODES: tuple[CodeSpec, ...] = (PW_CODE, MACE_CODE, MACE_TRAIN_CODE, PACEMAKER_CODE)
 
 
+def find_executable(name: str) -> str | None:
+    """``name`` installed beside this Python (the plugin's virtual environment, activated or not), else on PATH."""
+    sibling = pathlib.Path(sys.executable).parent / name
+    if not pathlib.Path(name).is_absolute() and sibling.is_file():
+        return str(sibling)
+    return shutil.which(name)
+
+
 def ensure_code(spec: CodeSpec, computer: Computer) -> StepResult:
     """Register ``spec`` on ``computer`` unless a code with that label already exists there."""
     from aiida import orm
@@ -48,7 +57,7 @@ def ensure_code(spec: CodeSpec, computer: Computer) -> StepResult:
         return StepResult(f"code {full_label}", False, f"pk {code.pk}: {code.get_executable()}")
     except NotExistent:
         pass
-    executable = shutil.which(spec.executable)
+    executable = find_executable(spec.executable)
     if executable is None:
         raise SetupError(f"cannot register code `{full_label}`: `{spec.executable}` is not on PATH.")
     code = orm.InstalledCode(

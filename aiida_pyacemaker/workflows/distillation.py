@@ -1,87 +1,59 @@
-"""``DistillationWorkChain``: distil a MACE committee and a few DFT calculations into an ACE potential.
+"""``DistillationWorkChain``: distil a teacher (MACE) and a few DFT calculations into an ACE potential.
 
-Iteration 0 (Phase 1, zero-shot distillation): a seeded candidate pool around the prototypes is labelled by the
-``TieredOracleWorkChain`` (MACE, DFT where the committee is unsure) and ACE is fitted by the
-``IncrementalTrainingWorkChain``. Later iterations (Phase 4): the committee is fine-tuned on every DFT structure
-of the campaign (``MaceTrainCalculation``, one job per member), its energy reference is fitted again on those
-structures, surrogate perturbations around the last DFT structures are labelled by the fine-tuned committee and
-ACE is delta-updated (warm start, replay). Without the ``fine_tune`` namespace a later iteration draws a fresh
-pool instead. The loop stops when the DFT budget is spent, the test force RMSE reaches the target, nothing was
-above the DFT threshold, or after ``max_iterations``.
+The four phases of a campaign (names used in code, docs and reports):
+
+- **Phase 1, zero-shot distillation**: a seeded candidate pool around the prototypes is labelled by the
+  ``TieredOracleWorkChain`` (teacher where it is sure, DFT where it is not); ACE is fitted by the
+  ``IncrementalTrainingWorkChain``. This is iteration 0.
+- **Phase 2, validation**: the potential's physics against the teacher and DFT (not part of this work chain yet).
+- **Phase 3, exploration**: MD with the current ACE where it extrapolates (not part of this work chain yet).
+- **Phase 4, hierarchical fine-tuning**: later iterations fine-tune the teacher on every DFT structure of the
+  campaign (``MaceTrainBaseWorkChain``, one per committee member), refit its energy reference on those structures
+  (``MaceBaseWorkChain``), label surrogate perturbations around the last DFT structures with it and delta-update ACE
+  (warm start, replay). Without the ``fine_tune`` namespace a later iteration draws a fresh pool instead.
+
+The loop stops when the DFT budget is spent, the test force RMSE reaches the target, nothing was above the DFT
+threshold, or after ``max_iterations``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 from aiida import orm
-from aiida.engine import ToContext, WorkChain, calcfunction, if_, while_
+from aiida.engine import ToContext, WorkChain, if_, while_
 
-from ..calculations.mace import MaceCalculation
-from ..calculations.mace_train import MaceTrainCalculation, training_rows
+from ..calculations.functions.campaign import fit_reference, generate_candidates, select_source, summarise_campaign
+from ..calculations.mace_train import training_rows
+from ..candidates import validate_policies
 from ..data.ace_potential import AcePotentialData
 from ..data.labelled_structures import LabelledStructuresData
 from ..data.mace_model import MaceModelData
 from ..data.structure_set import StructureSetData
-from .candidates import generate_candidates, validate_policies
+from ..protocols import ProtocolMixin, as_input_nodes, builder_inputs, nested_builder, without
+from ..routing import DFT_ROUTES, dft_calls
 from .incremental_training import IncrementalTrainingWorkChain
-from .routing import energy_reference_content, fit_energy_shift
-from .tiered_oracle import TieredOracleWorkChain, composition
+from .mace.base import MaceBaseWorkChain
+from .mace_train.base import MaceTrainBaseWorkChain
+from .tiered_oracle import TieredOracleWorkChain
 
 # aiida's annotations accept only ``WorkChain`` methods in conditionals, not a subclass's: untyped aliases.
 loop_while: Any = while_
 run_if: Any = if_
 
-#: Routes that cost a DFT calculation.
-DFT_ROUTES = ("dft", "dft_failed")
-
-
-def dft_calls(counts: dict[str, int]) -> int:
-    """The pw.x calls an oracle made, from its routing counts."""
-    return sum(counts.get(name, 0) for name in DFT_ROUTES)
-
-
 #: At least this many DFT structures before the committee is fine-tuned on them.
 MIN_FINE_TUNE_STRUCTURES = 2
-
-
-@calcfunction
-def select_source(source: orm.Str, **sets: LabelledStructuresData) -> dict[str, LabelledStructuresData]:
-    """The rows of ``sets`` (in key order) labelled by ``source``; nothing when there is none."""
-    parts = [(sets[key], np.flatnonzero(sets[key].get_array("source") == source.value)) for key in sorted(sets)]
-    if not any(len(rows) for _, rows in parts):
-        return {}
-    return {"selected": LabelledStructuresData.gather(parts)}
-
-
-@calcfunction
-def fit_reference(dft_set: LabelledStructuresData, mace_results: orm.ArrayData) -> orm.Dict:
-    """The per-element shift that puts this committee's energies on the DFT reference, from the DFT rows."""
-    compositions = [composition(atoms) for atoms in dft_set.to_atoms()]
-    mace_energies = mace_results.get_array("energy")
-    shift = fit_energy_shift(compositions, dft_set.get_array("energy").tolist(), mace_energies.tolist())
-    return orm.Dict(energy_reference_content(shift, len(dft_set)))
-
-
-@calcfunction
-def summarise(settings: orm.Dict, **nodes) -> orm.Dict:
-    """One record per iteration from the graph: routes, DFT calls, test RMSE and forgetting (``<kind>_<k>`` nodes)."""
-    iterations = []
-    total_calls = 0
-    for index in range(settings["iterations"]):
-        counts = nodes[f"routing_{index:03d}"].base.attributes.get("counts")
-        total_calls += dft_calls(counts)
-        record: dict[str, Any] = {"iteration": index, "routes": counts, "dft_calls_total": total_calls}
-        if f"fit_metrics_{index:03d}" in nodes:
-            record["train_force_rmse_mev_per_a"] = nodes[f"fit_metrics_{index:03d}"].get("train_rmse_f_mev_per_a")
-        if f"forgetting_{index:03d}" in nodes:
-            forgetting = nodes[f"forgetting_{index:03d}"]
-            record["test_force_rmse_mev_per_a"] = forgetting["overall"]["rmse_f_mev_per_a"]
-            record["test_energy_rmse_mev_per_atom"] = forgetting["overall"]["rmse_e_mev_per_atom"]
-            record["forgetting"] = forgetting.get("force_rmse_ratio", {})
-        iterations.append(record)
-    return orm.Dict({**settings.get_dict(), "dft_calls": total_calls, "per_iteration": iterations})
+#: Inputs of the children that the loop sets itself, per iteration.
+ORACLE_SET_BY_LOOP = ("structures", "energy_reference", "max_dft_calls")
+TRAINING_SET_BY_LOOP = ("campaign", "new_structures", "previous_potential", "test_set")
+FINE_TUNE_SET_BY_LOOP = (
+    "mace_train.training_set",
+    "mace_train.foundation_model",
+    "mace_train.seeds",
+    "mace_train.validation_set",
+    "mace_train.replay_set",
+    "mace_train.parent_folder",
+)
 
 
 def validate_pool(value: orm.Dict, _) -> str | None:
@@ -103,6 +75,8 @@ def validate_inputs(inputs: dict[str, Any], _) -> str | None:
         return f"dft_budget must be >= 0, got {inputs['dft_budget'].value}"
     if inputs["max_iterations"].value < 1:
         return f"max_iterations must be >= 1, got {inputs['max_iterations'].value}"
+    if "max_test_force_rmse" in inputs and inputs["max_test_force_rmse"].value <= 0:
+        return f"max_test_force_rmse must be > 0 (meV/A), got {inputs['max_test_force_rmse'].value}"
     if "target_force_rmse" in inputs:
         if inputs["target_force_rmse"].value <= 0:
             return f"target_force_rmse must be > 0 (meV/A), got {inputs['target_force_rmse'].value}"
@@ -110,7 +84,9 @@ def validate_inputs(inputs: dict[str, Any], _) -> str | None:
             return "target_force_rmse needs a test_set to measure the force RMSE on"
     if "test_set" in inputs and set(inputs["test_set"].get_array("source")) != {"dft"}:
         return "test_set: the held-out set must be DFT-labelled (source `dft` on every row)"
-    if missing := sorted(set(inputs["prototypes"].elements) - set(_committee_elements(inputs["oracle"]["mace"]))):
+    if missing := sorted(
+        set(inputs["prototypes"].elements) - set(_committee_elements(inputs["oracle"]["mace"]["mace"]))
+    ):
         return f"prototypes contain {missing}, which the MACE committee does not know"
     return None
 
@@ -120,8 +96,11 @@ def _committee_elements(mace_inputs: dict[str, Any]) -> list[str]:
     return sorted(set.intersection(*elements)) if elements else []
 
 
-class DistillationWorkChain(WorkChain):
-    """Zero-shot distillation from MACE, then fine-tune MACE on the DFT structures and delta-update ACE."""
+class DistillationWorkChain(ProtocolMixin, WorkChain):
+    """Phase 1 (zero-shot distillation from the teacher), then Phase 4 (fine-tune the teacher on the DFT structures
+    and delta-update ACE)."""
+
+    _protocol_file = "distillation"
 
     @classmethod
     def define(cls, spec):
@@ -129,21 +108,28 @@ class DistillationWorkChain(WorkChain):
         spec.input("campaign", valid_type=orm.Str, help="Campaign name: its history group holds every label.")
         spec.input("prototypes", valid_type=StructureSetData, help="Structures the candidates are made around.")
         spec.input("pool", valid_type=orm.Dict, validator=validate_pool, help="Candidate policies and seed.")
-        spec.expose_inputs(
-            TieredOracleWorkChain, namespace="oracle", exclude=("structures", "energy_reference", "max_dft_calls")
-        )
+        spec.expose_inputs(TieredOracleWorkChain, namespace="oracle", exclude=ORACLE_SET_BY_LOOP)
         spec.expose_inputs(
             IncrementalTrainingWorkChain,
             namespace="training",
-            exclude=("campaign", "new_structures", "previous_potential", "test_set"),
+            exclude=TRAINING_SET_BY_LOOP,
         )
         spec.input("test_set", valid_type=LabelledStructuresData, required=False, help="Frozen held-out DFT set.")
         spec.input("dft_budget", valid_type=orm.Int, help="DFT calls allowed over the whole campaign.")
         spec.input("max_iterations", valid_type=orm.Int, default=lambda: orm.Int(3))
         spec.input("target_force_rmse", valid_type=orm.Float, required=False, help="Stop below this (meV/A).")
-        spec.input_namespace("fine_tune", required=False, populate_defaults=False, help="Phase 4; off when absent.")
-        spec.input("fine_tune.code", valid_type=orm.AbstractCode, help="mace_run_train code.")
-        spec.input("fine_tune.parameters", valid_type=orm.Dict, help="mace_run_train options (protocol fine_tune).")
+        spec.input(
+            "max_test_force_rmse",
+            valid_type=orm.Float,
+            required=False,
+            help="A final potential with a larger test force RMSE (meV/A) is unusable: exit 425 (outputs kept).",
+        )
+        spec.expose_inputs(
+            MaceTrainBaseWorkChain,
+            namespace="fine_tune",
+            exclude=FINE_TUNE_SET_BY_LOOP,
+            namespace_options={"required": False, "populate_defaults": False, "help": "Phase 4; off when absent."},
+        )
         spec.input("fine_tune.surrogates", valid_type=orm.Dict, validator=validate_surrogates)
         spec.inputs.validator = validate_inputs
         spec.outline(
@@ -168,8 +154,14 @@ class DistillationWorkChain(WorkChain):
         spec.exit_code(420, "ERROR_ORACLE_FAILED", message="TieredOracleWorkChain<{pk}> failed: {message}")
         spec.exit_code(421, "ERROR_NOTHING_LABELLED", message="The first pool gave no labelled structure: {message}")
         spec.exit_code(422, "ERROR_TRAINING_FAILED", message="IncrementalTrainingWorkChain<{pk}> failed: {message}")
-        spec.exit_code(423, "ERROR_FINE_TUNE_FAILED", message="MaceTrainCalculation<{pk}> failed: {message}")
-        spec.exit_code(424, "ERROR_CALIBRATION_FAILED", message="MaceCalculation<{pk}> failed: {message}")
+        spec.exit_code(423, "ERROR_FINE_TUNE_FAILED", message="MaceTrainBaseWorkChain<{pk}> failed: {message}")
+        spec.exit_code(424, "ERROR_CALIBRATION_FAILED", message="MaceBaseWorkChain<{pk}> failed: {message}")
+        spec.exit_code(
+            425,
+            "ERROR_POTENTIAL_UNUSABLE",
+            message="The final potential's test force RMSE is {rmse:.1f} meV/A, above the bound of {bound} meV/A: "
+            "it is kept in the outputs, but do not use it for MD.",
+        )
 
     @classmethod
     def get_builder_from_protocol(
@@ -177,81 +169,68 @@ class DistillationWorkChain(WorkChain):
         prototypes: StructureSetData,
         models: dict[str, MaceModelData],
         mace_code: orm.AbstractCode,
-        pw_code: orm.Code,
+        pw_code: orm.AbstractCode,
         pacemaker_code: orm.AbstractCode,
         campaign: str,
         mace_train_code: orm.AbstractCode | None = None,
         test_set: LabelledStructuresData | None = None,
         protocol: str | None = None,
         overrides: dict[str, Any] | None = None,
-        pseudo_family: str | None = None,
+        **_,
     ):
-        """A builder filled from ``protocols/distillation.yaml``; ``overrides`` replaces top-level protocol keys.
+        """A builder from ``protocols/distillation.yaml``; ``overrides`` mirror the ports, nested.
 
-        Phase 4 (fine-tuning) is on when ``mace_train_code`` is given. The DFT tier's cutoffs and k-points come from
-        the protocol's ``dft`` entry and the first prototype.
+        The protocol is passed down: ``oracle`` (``TieredOracleWorkChain``, whose DFT tier follows it too),
+        ``training`` (``IncrementalTrainingWorkChain``) and ``fine_tune`` (``MaceTrainBaseWorkChain``) are built
+        from their own protocols of the same name with ``overrides['oracle']`` etc. on top. Phase 4 (fine-tuning) is
+        on when ``mace_train_code`` is given. The largest prototype sets the DFT tier's cutoffs and bands.
         """
-        from ..protocols import get_protocol, get_protocol_parameters
-        from ..setup.pseudos import DEFAULT_FAMILY
-        from .dft import get_pw_tier_inputs
-
-        settings = {**get_protocol("distillation", protocol), **(overrides or {})}
-        dft = settings["dft"]
-        atoms = prototypes.to_atoms()
-        pw_overrides: dict[str, Any] = {"kpoints_distance": dft["kpoints_distance"]}
-        parameters = dict(dft.get("pw_parameters") or {})  # merged into pw.x's namelists, e.g. cutoffs
-        if dft.get("bands_per_atom"):  # enough empty bands that smearing needs no restart
-            nbnd = dft["bands_per_atom"] * max(len(a) for a in atoms)
-            parameters["SYSTEM"] = {**parameters.get("SYSTEM", {}), "nbnd": nbnd}
-        if parameters:
-            pw_overrides["pw"] = {"parameters": parameters}
-        inputs: dict[str, Any] = {
-            "campaign": orm.Str(campaign),
-            "prototypes": prototypes,
-            "pool": orm.Dict(settings["pool"]),
-            "oracle": {
-                "mace": {"code": mace_code, "models": models},
-                "dft": get_pw_tier_inputs(
-                    pw_code,
-                    orm.StructureData(ase=atoms[0]),
-                    pseudo_family=pseudo_family or DEFAULT_FAMILY,
-                    stringency=dft["stringency"],
-                    overrides=pw_overrides,
-                ),
-                "uncertainty_threshold": orm.Float(settings["uncertainty_threshold"]),
-                "threshold_call_dft": orm.Float(settings["threshold_call_dft"]),
-                "middle_band_policy": orm.Str(settings["middle_band_policy"]),
-                "max_concurrent_dft": orm.Int(settings["max_concurrent_dft"]),
-            },
-            "training": {
-                "pacemaker": {
-                    "code": pacemaker_code,
-                    "parameters": orm.Dict(
-                        {
-                            **get_protocol_parameters("pacemaker", settings["pacemaker_protocol"]),
-                            **settings["pacemaker_overrides"],
-                        }
-                    ),
-                },
-                "replay_buffer_size": orm.Int(settings["replay_buffer_size"]),
-                "replay_strategy": orm.Str(settings["replay_strategy"]),
-            },
-            "dft_budget": orm.Int(settings["dft_budget"]),
-            "max_iterations": orm.Int(settings["max_iterations"]),
-        }
-        if settings.get("target_force_rmse") is not None:
-            inputs["target_force_rmse"] = orm.Float(settings["target_force_rmse"])
-        if test_set is not None:
-            inputs["test_set"] = test_set
-        if mace_train_code is not None:
-            tune = get_protocol_parameters("mace_train", settings["fine_tune_protocol"])
-            inputs["fine_tune"] = {
-                "code": mace_train_code,
-                "parameters": orm.Dict({**tune, **settings["fine_tune_overrides"]}),
-                "surrogates": orm.Dict(settings["surrogates"]),
-            }
+        name = protocol or cls.get_default_protocol()
+        inputs = cls.get_protocol_inputs(protocol, overrides)
+        largest = orm.StructureData(ase=max(prototypes.to_atoms(), key=len))
+        oracle = nested_builder(
+            "oracle",
+            TieredOracleWorkChain.get_builder_from_protocol,
+            mace_code,
+            models,
+            pw_code,
+            largest,
+            protocol=name,
+            overrides=inputs.pop("oracle", None),
+        )
+        training = nested_builder(
+            "training",
+            IncrementalTrainingWorkChain.get_builder_from_protocol,
+            pacemaker_code,
+            protocol=name,
+            overrides=inputs.pop("training", None),
+        )
+        fine_tune = inputs.pop("fine_tune", {})
+        surrogates = fine_tune.pop("surrogates", None)
         builder = cls.get_builder()
-        builder._update(inputs)
+        for key, value in as_input_nodes(cls.spec().inputs, inputs).items():
+            builder[key] = value
+        builder.campaign = orm.Str(campaign)
+        builder.prototypes = prototypes
+        if test_set is not None:
+            builder.test_set = test_set
+        builder.oracle = without(builder_inputs(oracle), *ORACLE_SET_BY_LOOP)
+        builder.training = without(builder_inputs(training), *TRAINING_SET_BY_LOOP)
+        if mace_train_code is not None:
+            member = next(iter(models.values()))  # any member: the builder picks the fine-tuning hyperparameters
+            tune = nested_builder(
+                "fine_tune",
+                MaceTrainBaseWorkChain.get_builder_from_protocol,
+                mace_train_code,
+                foundation_model=member,
+                protocol=name,
+                overrides=fine_tune,
+            )
+            tune_inputs = builder_inputs(tune)
+            tune_inputs["mace_train"] = without(
+                tune_inputs["mace_train"], *(p.split(".")[1] for p in FINE_TUNE_SET_BY_LOOP)
+            )
+            builder.fine_tune = {**tune_inputs, "surrogates": orm.Dict(surrogates or {})}
         return builder
 
     def setup(self):
@@ -301,23 +280,24 @@ class DistillationWorkChain(WorkChain):
         return True
 
     def fine_tune_committee(self):
-        """One MaceTrainCalculation per member, each from its own model (members stay different)."""
-        parameters = self.inputs.fine_tune.parameters.get_dict()
+        """One ``MaceTrainBaseWorkChain`` per member, each from its own model (members stay different)."""
+        inputs = self.exposed_inputs(MaceTrainBaseWorkChain, namespace="fine_tune")
+        parameters = inputs["mace_train"]["parameters"].get_dict()
         rows = training_rows(len(self.ctx.dft_set), parameters.get("valid_fraction"))
         if int(parameters.get("batch_size", 10)) > rows:  # a few DFT structures: smaller batches, not a failure
             parameters["batch_size"] = rows
             self.report(f"fine-tuning batch_size lowered to {rows}: only {rows} training structures")
         futures = {}
         for index, (key, model) in enumerate(sorted(self.ctx.committee.items())):
-            futures[f"fine_tune_{key}"] = self.submit(
-                MaceTrainCalculation,
-                code=self.inputs.fine_tune.code,
-                training_set=self.ctx.dft_set,
-                foundation_model=model,
-                seeds=orm.List([index]),
-                parameters=orm.Dict(parameters),
-            )
-        self.report(f"fine-tuning {len(futures)} committee members on {len(self.ctx.dft_set)} DFT structures")
+            member = {
+                **inputs["mace_train"],
+                "parameters": orm.Dict(parameters),
+                "training_set": self.ctx.dft_set,
+                "foundation_model": model,
+                "seeds": orm.List([index]),
+            }
+            futures[f"fine_tune_{key}"] = self.submit(MaceTrainBaseWorkChain, **{**inputs, "mace_train": member})
+        self.report(f"Phase 4: fine-tuning {len(futures)} committee members on {len(self.ctx.dft_set)} DFT structures")
         return ToContext(**futures)
 
     def calibrate_committee(self):
@@ -330,9 +310,9 @@ class DistillationWorkChain(WorkChain):
             committee[key] = node.outputs.models[f"s{index}"]
         self.ctx.committee = committee
         self.ctx.fine_tuned = True
-        return ToContext(
-            calibration=self.submit(MaceCalculation, **self._mace_inputs(), structure_set=self.ctx.dft_set)
-        )
+        inputs = self._teacher_inputs()
+        inputs["mace"]["structure_set"] = self.ctx.dft_set
+        return ToContext(calibration=self.submit(MaceBaseWorkChain, **inputs))
 
     def inspect_calibration(self):
         node = self.ctx.calibration
@@ -348,16 +328,16 @@ class DistillationWorkChain(WorkChain):
         seed = orm.Int(self.inputs.pool.get("seed", 0) + self.ctx.iteration)
         if self.ctx.iteration > 0 and "fine_tune" in self.inputs and "dft_last" in self.ctx:
             self.ctx.candidates = generate_candidates(self.ctx.dft_last, self.inputs.fine_tune.surrogates, seed)
-            kind = "surrogates around the last DFT structures"
+            kind = "Phase 4: surrogates around the last DFT structures"
         else:
             policies = orm.Dict(self.inputs.pool["policies"])
             self.ctx.candidates = generate_candidates(self.inputs.prototypes, policies, seed)
-            kind = "candidate pool"
+            kind = "Phase 1: candidate pool" if self.ctx.iteration == 0 else "a fresh candidate pool"
         self.report(f"iteration {self.ctx.iteration}: {len(self.ctx.candidates)} structures ({kind})")
 
     def label(self):
         inputs = self.exposed_inputs(TieredOracleWorkChain, namespace="oracle")
-        inputs["mace"] = self._mace_inputs()
+        inputs["mace"] = self._teacher_inputs()
         inputs["max_dft_calls"] = orm.Int(max(self.inputs.dft_budget.value - self.ctx.dft_calls, 0))
         if inputs["max_dft_calls"].value == 0:
             inputs.pop("dft", None)
@@ -431,7 +411,7 @@ class DistillationWorkChain(WorkChain):
             "dft_budget": self.inputs.dft_budget.value,
             "stop_reason": self.ctx.stop_reason or "",
         }
-        summary = summarise(orm.Dict(settings), **self.ctx.records)
+        summary = summarise_campaign(orm.Dict(settings), **self.ctx.records)
         self.out("summary", summary)
         self.out("potential", self.ctx.potential)
         self.out("energy_reference", self.ctx.energy_reference)
@@ -441,8 +421,14 @@ class DistillationWorkChain(WorkChain):
             f"done: {summary['dft_calls']} DFT calls, {settings['iterations']} iterations, potential pk "
             f"{self.ctx.potential.pk}"
         )
+        rmse = self.ctx.get("test_force_rmse")
+        if "max_test_force_rmse" in self.inputs and rmse is not None and rmse > self.inputs.max_test_force_rmse.value:
+            return self.exit_codes.ERROR_POTENTIAL_UNUSABLE.format(
+                rmse=rmse, bound=self.inputs.max_test_force_rmse.value
+            )
+        return None
 
-    def _mace_inputs(self) -> dict[str, Any]:
-        """The oracle's MACE inputs with the current committee."""
+    def _teacher_inputs(self) -> dict[str, Any]:
+        """The oracle's ``MaceBaseWorkChain`` inputs with the current committee."""
         inputs = self.exposed_inputs(TieredOracleWorkChain, namespace="oracle")["mace"]
-        return {**inputs, "models": self.ctx.committee}
+        return {**inputs, "mace": {**inputs["mace"], "models": self.ctx.committee}}

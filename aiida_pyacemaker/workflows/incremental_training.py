@@ -4,159 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 from aiida import orm
-from aiida.engine import ToContext, WorkChain, calcfunction, if_
+from aiida.engine import ToContext, WorkChain, if_
 
-from ..calculations.pacemaker import PacemakerCalculation
+from ..calculations.functions.training import build_training_set, measure_forgetting, select_new_rows
 from ..data.ace_potential import AcePotentialData
-from ..data.history import get_history, history_batches, history_fingerprints, new_rows
+from ..data.history import get_history, history_batches
 from ..data.labelled_structures import LabelledStructuresData
-from ..data.structure_set import load_arrays
-from .replay import STRATEGIES, replay_count, sample_rows
-
-EV_TO_MEV = 1000.0
-
-
-@calcfunction
-def select_new_rows(new_structures: LabelledStructuresData, **history: LabelledStructuresData):
-    """The rows of ``new_structures`` not yet in the history (by geometry fingerprint); nothing if none."""
-    rows = new_rows(new_structures, history_fingerprints(list(history.values())))
-    if len(rows) == 0:
-        return {}
-    return {"appended": LabelledStructuresData.gather([(new_structures, rows)])}
-
-
-def dopt_rows(older: list[LabelledStructuresData], count: int, potential: AcePotentialData, seed: int):
-    """D-optimal (MaxVol) choice with pacemaker's selection and ``potential``, from a seeded pool of <= 10 x count
-    older rows; topped up at random when MaxVol selects fewer."""
-    import pandas as pd
-    from pyace import BBasisConfiguration
-    from pyace.aceselect import select_structures_maxvol
-
-    sizes = [len(batch) for batch in older]
-    pool = sample_rows(sizes, min(sum(sizes), 10 * count), seed)
-    pool_set = LabelledStructuresData.gather([(older[part], rows) for part, rows in pool])
-    frame = pd.DataFrame({"ase_atoms": pool_set.to_atoms()})
-    path = potential.write_files(_tempdir())["yaml"]
-    selected = select_structures_maxvol(frame, BBasisConfiguration(str(path)), max_structures=count)
-    chosen = [int(index) for index in selected.index]
-    taken = set(chosen)
-    remaining = [row for row in range(len(pool_set)) if row not in taken]
-    top_up = np.random.default_rng(seed).permutation(remaining)[: count - len(chosen)]
-    return pool_set, sorted(chosen + [int(row) for row in top_up]), len(chosen)
-
-
-def _tempdir() -> str:
-    import tempfile
-
-    return tempfile.mkdtemp(prefix="pyacemaker-dopt-")
-
-
-@calcfunction
-def build_training_set(new_structures: LabelledStructuresData, settings: orm.Dict, **nodes) -> dict[str, Any]:
-    """All new rows plus a replay sample of the older history (``history_*`` inputs), as one training set.
-
-    ``settings``: buffer_size, strategy, seed, min_share (the minimum replay share), replay_weight. The replay
-    rows' weights are multiplied by ``replay_weight``; their ``config_type`` (domain) is kept.
-    """
-    config = settings.get_dict()
-    older = [nodes[key] for key in sorted(key for key in nodes if key.startswith("history_"))]
-    fresh = set(str(p) for p in new_structures.get_array("fingerprints"))
-    count = replay_count(len(new_structures), sum(len(b) for b in older), config["buffer_size"], config["min_share"])
-    parts: list[tuple[Any, Any]] = [(new_structures, np.arange(len(new_structures)))]
-    report: dict[str, Any] = {"new": len(new_structures), "replay_requested": count, "strategy": config["strategy"]}
-    if count:
-        if config["strategy"] == "dopt" and "previous_potential" in nodes:
-            pool, rows, by_maxvol = dopt_rows(older, count, nodes["previous_potential"], config["seed"])
-            replay: list[tuple[Any, np.ndarray]] = [(pool, np.asarray(rows))]
-            report["selected_by_maxvol"] = by_maxvol
-        else:
-            if config["strategy"] == "dopt":
-                report["dopt_fallback"] = "no previous potential: random replay"
-            replay = [(older[part], rows) for part, rows in sample_rows([len(b) for b in older], count, config["seed"])]
-        # A replayed row that is also among the new ones would count twice: drop it.
-        prints = load_arrays([node for node, _ in replay], ["fingerprints"])
-        replay = [
-            (node, np.array([r for r in rows if str(p["fingerprints"][r]) not in fresh], dtype=int))
-            for (node, rows), p in zip(replay, prints, strict=True)
-        ]
-        parts += replay
-        report["replay"] = sum(len(rows) for _, rows in replay)
-    training = LabelledStructuresData.gather(parts)
-    weights = training.get_array("weight").copy()
-    weights[len(new_structures) :] *= config["replay_weight"]
-    training.set_array("weight", weights)
-    roles = np.array(["new"] * len(new_structures) + ["replay"] * (len(training) - len(new_structures)), dtype="<U8")
-    training.set_array("role", roles)
-    training.base.attributes.set("replay", report)
-    return {"training_set": training}
-
-
-def predictions(potential: AcePotentialData, test_set: LabelledStructuresData) -> list[dict[str, Any]]:
-    """Per structure of ``test_set``: domain (config type), atoms, reference and ACE energy (eV) and forces (eV/A)."""
-    calculator = potential.get_calculator(active_set=False)
-    rows = []
-    for atoms in test_set.to_atoms():
-        row = {
-            "domain": atoms.info.get("config_type") or "default",
-            "atoms": len(atoms),
-            "energy_ref": atoms.get_potential_energy(),
-            "forces_ref": atoms.get_forces(),
-        }
-        atoms.calc = calculator
-        rows.append({**row, "energy": atoms.get_potential_energy(), "forces": atoms.get_forces()})
-    return rows
-
-
-def _errors_by_domain(potential: AcePotentialData, test_set: LabelledStructuresData) -> dict[str, dict[str, list]]:
-    """Per config type: energy errors per atom (eV) and force component errors (eV/A) of ``potential``."""
-    errors: dict[str, dict[str, list]] = {}
-    for row in predictions(potential, test_set):
-        bucket = errors.setdefault(row["domain"], {"energy": [], "forces": []})
-        bucket["energy"].append((row["energy"] - row["energy_ref"]) / row["atoms"])
-        bucket["forces"].append((row["forces"] - row["forces_ref"]).ravel())
-    return errors
-
-
-def _rmse(energy: list, forces: list) -> dict[str, float]:
-    return {
-        "rmse_e_mev_per_atom": float(np.sqrt(np.mean(np.square(energy)))) * EV_TO_MEV,
-        "rmse_f_mev_per_a": float(np.sqrt(np.mean(np.concatenate(forces) ** 2))) * EV_TO_MEV,
-        "structures": len(energy),
-    }
-
-
-def rmse_by_domain(potential: AcePotentialData, test_set: LabelledStructuresData) -> dict[str, dict[str, float]]:
-    """Energy (meV/atom) and force (meV/A, per component) RMSE of ``potential`` on each config type."""
-    return rmse_overall_and_by_domain(potential, test_set)["by_domain"]
-
-
-def rmse_overall_and_by_domain(potential: AcePotentialData, test_set: LabelledStructuresData) -> dict[str, Any]:
-    """``{"overall": RMSEs over the whole set, "by_domain": rmse_by_domain}`` from one evaluation."""
-    errors = _errors_by_domain(potential, test_set)
-    return {
-        "overall": _rmse(
-            [x for e in errors.values() for x in e["energy"]], [x for e in errors.values() for x in e["forces"]]
-        ),
-        "by_domain": {domain: _rmse(e["energy"], e["forces"]) for domain, e in errors.items()},
-    }
-
-
-@calcfunction
-def measure_forgetting(test_set: LabelledStructuresData, potential: AcePotentialData, **previous) -> orm.Dict:
-    """Per domain of the frozen test set: RMSEs of the new potential, of the previous one, and new / previous;
-    ``overall``: the new potential's RMSEs on the whole test set."""
-    measured = rmse_overall_and_by_domain(potential, test_set)
-    after = measured["by_domain"]
-    result: dict[str, Any] = {"after": after, "overall": measured["overall"]}
-    if "previous_potential" in previous:
-        before = rmse_by_domain(previous["previous_potential"], test_set)
-        result["before"] = before
-        result["force_rmse_ratio"] = {
-            domain: after[domain]["rmse_f_mev_per_a"] / before[domain]["rmse_f_mev_per_a"] for domain in after
-        }
-    return orm.Dict(result)
+from ..protocols import ProtocolMixin, as_input_nodes, builder_inputs
+from ..replay import STRATEGIES
+from .pacemaker.base import PacemakerBaseWorkChain
 
 
 def validate_inputs(inputs: dict[str, Any], _) -> str | None:
@@ -177,8 +34,10 @@ def validate_inputs(inputs: dict[str, Any], _) -> str | None:
     return None
 
 
-class IncrementalTrainingWorkChain(WorkChain):
+class IncrementalTrainingWorkChain(ProtocolMixin, WorkChain):
     """History in a group, bounded seeded replay, warm-started ACE refit, forgetting measured on a frozen test set."""
+
+    _protocol_file = "incremental_training"
 
     @classmethod
     def define(cls, spec):
@@ -186,7 +45,9 @@ class IncrementalTrainingWorkChain(WorkChain):
         spec.input("campaign", valid_type=orm.Str, help="Campaign name: its history is a group in the graph.")
         spec.input("new_structures", valid_type=LabelledStructuresData)
         spec.expose_inputs(
-            PacemakerCalculation, namespace="pacemaker", exclude=("training_set", "previous_potential", "test_set")
+            PacemakerBaseWorkChain,
+            namespace="pacemaker",
+            exclude=("pacemaker.training_set", "pacemaker.previous_potential", "pacemaker.test_set"),
         )
         spec.input("previous_potential", valid_type=AcePotentialData, required=False)
         spec.input("incremental_update", valid_type=orm.Bool, default=lambda: orm.Bool(True))
@@ -210,7 +71,33 @@ class IncrementalTrainingWorkChain(WorkChain):
         spec.output("training_set", valid_type=LabelledStructuresData)
         spec.output("fit_metrics", valid_type=orm.Dict)
         spec.output("forgetting", valid_type=orm.Dict, required=False)
-        spec.exit_code(410, "ERROR_FIT_FAILED", message="PacemakerCalculation<{pk}> failed: {message}")
+        spec.exit_code(410, "ERROR_FIT_FAILED", message="PacemakerBaseWorkChain<{pk}> failed: {message}")
+
+    @classmethod
+    def get_builder_from_protocol(
+        cls,
+        pacemaker_code: orm.AbstractCode,
+        campaign: str | None = None,
+        new_structures: LabelledStructuresData | None = None,
+        protocol: str | None = None,
+        overrides: dict[str, Any] | None = None,
+        **_,
+    ):
+        """A builder from ``protocols/incremental_training.yaml``; the fit's inputs come from
+        ``PacemakerBaseWorkChain``'s protocol of the same name (``overrides['pacemaker']`` on top)."""
+        inputs = cls.get_protocol_inputs(protocol, overrides)
+        fit = PacemakerBaseWorkChain.get_builder_from_protocol(
+            pacemaker_code, protocol=protocol or cls.get_default_protocol(), overrides=inputs.pop("pacemaker", None)
+        )
+        builder = cls.get_builder()
+        for key, value in as_input_nodes(cls.spec().inputs, inputs).items():
+            builder[key] = value
+        builder.pacemaker = builder_inputs(fit)
+        if campaign is not None:
+            builder.campaign = orm.Str(campaign)
+        if new_structures is not None:
+            builder.new_structures = new_structures
+        return builder
 
     def append_to_history(self):
         """Add the rows not seen before to the campaign's group; remember the older batches for replay."""
@@ -239,16 +126,16 @@ class IncrementalTrainingWorkChain(WorkChain):
         self.report(f"training set: {training.base.attributes.get('replay')}")
 
     def fit(self):
-        inputs = self.exposed_inputs(PacemakerCalculation, namespace="pacemaker")
-        inputs["training_set"] = self.ctx.training_set
+        inputs = self.exposed_inputs(PacemakerBaseWorkChain, namespace="pacemaker")
+        fit = {**inputs["pacemaker"], "training_set": self.ctx.training_set}
         if "test_set" in self.inputs:
-            inputs["test_set"] = self.inputs.test_set
+            fit["test_set"] = self.inputs.test_set
         if self.inputs.incremental_update.value and "previous_potential" in self.inputs:
-            inputs["previous_potential"] = self.inputs.previous_potential
+            fit["previous_potential"] = self.inputs.previous_potential
             self.report("warm start from the previous potential")
         else:
             self.report("fit from scratch")
-        return ToContext(fit=self.submit(PacemakerCalculation, **inputs))
+        return ToContext(fit=self.submit(PacemakerBaseWorkChain, **{**inputs, "pacemaker": fit}))
 
     def inspect_fit(self):
         node = self.ctx.fit

@@ -1,136 +1,37 @@
-"""``TieredOracleWorkChain``: label structures with MACE first, and with DFT only where the committee is unsure."""
+"""``TieredOracleWorkChain``: label structures with the teacher (MACE) first, and with DFT only where it is unsure.
+
+The routing decision is made once, by the ``route_structures`` calcfunction; every DFT calculation descends from it.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 from aiida import orm
-from aiida.engine import ToContext, WorkChain, calcfunction, while_
+from aiida.engine import ToContext, WorkChain, while_
 from aiida_quantumespresso.workflows.pw.base import PwBaseWorkChain
 
-from ..calculations.mace import MaceCalculation
-from ..data.labelled_structures import LabelledStructuresData
-from ..data.structure_set import StructureSetData
-from .dft import pw_label_from_outputs
-from .routing import (
-    MIDDLE_BAND_POLICIES,
-    apply_energy_shift,
-    energy_reference_content,
-    fit_energy_shift,
-    route,
-    validate_thresholds,
+from ..calculations.functions.oracle import (
+    DFT_ROW_PREFIX,
+    UNLABELLED_OUTPUTS,
+    assemble_labels,
+    route_structures,
+    split_structure_set,
 )
-
-
-def composition(atoms) -> dict[str, int]:
-    symbols, counts = np.unique(atoms.get_chemical_symbols(), return_counts=True)
-    return {str(symbol): int(count) for symbol, count in zip(symbols, counts, strict=True)}
-
-
-@calcfunction
-def split_structure_set(structure_set: StructureSetData, batch_size: orm.Int) -> dict[str, StructureSetData]:
-    """Consecutive chunks of at most ``batch_size`` rows, one MACE job each."""
-    size, total = batch_size.value, len(structure_set)
-    return {
-        f"chunk_{start // size:05d}": StructureSetData.gather([(structure_set, range(start, min(start + size, total)))])
-        for start in range(0, total, size)
-    }
-
-
-@calcfunction
-def select_structures(structure_set: StructureSetData, rows: orm.List) -> dict[str, orm.StructureData]:
-    """``StructureData`` of the given rows, for the DFT tier."""
-    atoms = structure_set.to_atoms()
-    return {f"row_{row:06d}": orm.StructureData(ase=atoms[row]) for row in rows.get_list()}
-
-
-def committee_columns(results: list) -> tuple[np.ndarray, np.ndarray]:
-    """(uncertainty, status) of every row, from the MaceResultsData of the chunks in row order."""
-    uncertainty = np.concatenate([chunk.get_array("uncertainty") for chunk in results])
-    status = np.concatenate([chunk.get_array("status") for chunk in results])
-    return uncertainty, status
-
-
-def route_rows(uncertainty: np.ndarray, status: np.ndarray, settings: dict[str, Any]) -> np.ndarray:
-    """``route`` with the work chain's routing settings (see ``TieredOracleWorkChain.routing_settings``)."""
-    return route(
-        uncertainty, status, settings["accept"], settings["call_dft"], settings["policy"], settings.get("max_dft_calls")
-    )
-
-
-@calcfunction
-def assemble_labels(structure_set: StructureSetData, settings: orm.Dict, **nodes) -> dict[str, Any]:
-    """Route every row from the MACE results and the thresholds, and gather the labels of both tiers.
-
-    ``nodes``: ``mace_<chunk>`` MaceResultsData in row order, ``dft_parameters_<row>`` / ``dft_trajectory_<row>``
-    of the DFT-labelled rows, optionally ``energy_reference`` (the last known shift, used when no DFT ran).
-    """
-    config = settings.get_dict()
-    chunks = [nodes[key] for key in sorted(key for key in nodes if key.startswith("mace_"))]
-    uncertainty, status = committee_columns(chunks)
-    routes = route_rows(uncertainty, status, config)
-    atoms = structure_set.to_atoms()
-    mace_rows = [(chunk, row) for chunk in chunks for row in range(len(chunk))]
-
-    dft_rows = [row for row in range(len(atoms)) if f"dft_parameters_{row:06d}" in nodes]
-    for row in np.flatnonzero(routes == "dft"):
-        if row not in dft_rows:
-            routes[row] = "dft_failed"
-    shift: dict[str, float] = {}
-    fitted = False
-    if dft_rows:
-        dft_energies = [float(nodes[f"dft_parameters_{row:06d}"]["energy"]) for row in dft_rows]
-        mace_energies = [mace_rows[row][0].record(mace_rows[row][1])["energy"] for row in dft_rows]
-        shift = fit_energy_shift([composition(atoms[row]) for row in dft_rows], dft_energies, mace_energies)
-        fitted = True
-    elif "energy_reference" in nodes:
-        shift = dict(nodes["energy_reference"].get_dict().get("shift_per_atom", {}))
-
-    labelled, sources, uncertainties, producers = [], [], [], []
-    for row in np.flatnonzero((routes == "mace") | (routes == "dft")):
-        structure = atoms[row].copy()
-        if routes[row] == "dft":
-            parameters = nodes[f"dft_parameters_{row:06d}"]
-            label = pw_label_from_outputs(parameters, nodes[f"dft_trajectory_{row:06d}"])
-            producer = parameters.creator.uuid
-        else:
-            chunk, local = mace_rows[row]
-            record = chunk.record(local)
-            label = {
-                "energy": apply_energy_shift(composition(structure), record["energy"], shift),
-                "forces": record["forces"],
-                "stress": record["stress"],
-            }
-            producer = chunk.creator.uuid
-        structure.info["REF_energy"] = label["energy"]
-        structure.arrays["REF_forces"] = label["forces"]
-        if "stress" in label and np.isfinite(label["stress"]).all():
-            structure.info["REF_stress"] = label["stress"]
-        labelled.append(structure)
-        sources.append(str(routes[row]))
-        uncertainties.append(float(uncertainty[row]))
-        producers.append(producer)
-
-    routing = orm.ArrayData()
-    routing.set_array("route", routes.astype("<U11"))
-    routing.set_array("uncertainty", uncertainty)
-    routing.set_array("status", status)
-    routing.base.attributes.set("counts", {str(r): int((routes == r).sum()) for r in np.unique(routes)})
-    outputs: dict[str, Any] = {
-        "routing": routing,
-        "energy_reference": orm.Dict(energy_reference_content(shift, len(dft_rows) if fitted else 0)),
-    }
-    if labelled:
-        uuids = [a.info["structure_uuid"] for a in labelled]
-        outputs["labelled"] = LabelledStructuresData.from_atoms(
-            labelled, source=sources, uncertainty=uncertainties, structure_uuids=uuids, producer_uuids=producers
-        )
-    for name in ("deferred", "rejected", "over_budget"):
-        rows = np.flatnonzero(routes == name)
-        if len(rows):
-            outputs[name] = StructureSetData.gather([(structure_set, rows)])
-    return outputs
+from ..data.labelled_structures import LabelledStructuresData
+from ..data.mace_model import MaceModelData
+from ..data.structure_set import StructureSetData
+from ..dft import dft_overrides
+from ..protocols import (
+    QE_PROTOCOLS,
+    ProtocolMixin,
+    as_input_nodes,
+    builder_inputs,
+    nested_builder,
+    recursive_merge,
+)
+from ..routing import MIDDLE_BAND_POLICIES, validate_thresholds
+from .mace.base import MaceBaseWorkChain
 
 
 def validate_inputs(inputs: dict[str, Any], _) -> str | None:
@@ -143,21 +44,26 @@ def validate_inputs(inputs: dict[str, Any], _) -> str | None:
     )
     if message:
         return message
-    if len(inputs["mace"]["models"]) < 2:
-        return "mace.models: routing needs a committee of two or more models (one model has no uncertainty)"
+    if len(inputs["mace"]["mace"]["models"]) < 2:
+        return "mace.mace.models: routing needs a committee of two or more models (one model has no uncertainty)"
+    share = inputs.get("max_dft_failure_share")
+    if share is not None and not 0 <= share.value <= 1:
+        return f"max_dft_failure_share must be in [0, 1], got {share.value}"
     if "dft" not in inputs and budget != 0:
         return "give the DFT tier inputs (`dft` namespace), or set max_dft_calls=0 to label with MACE only"
     return None
 
 
-class TieredOracleWorkChain(WorkChain):
-    """MACE committee first; DFT (PwBaseWorkChain) only above the uncertainty threshold. Every decision is kept."""
+class TieredOracleWorkChain(ProtocolMixin, WorkChain):
+    """Teacher first; DFT (``PwBaseWorkChain``) only above the uncertainty threshold. Every decision is kept."""
+
+    _protocol_file = "tiered_oracle"
 
     @classmethod
     def define(cls, spec):
         super().define(spec)
         spec.input("structures", valid_type=StructureSetData, help="The candidates, any number.")
-        spec.expose_inputs(MaceCalculation, namespace="mace", exclude=("structures", "structure_set"))
+        spec.expose_inputs(MaceBaseWorkChain, namespace="mace", exclude=("mace.structures", "mace.structure_set"))
         spec.input("mace_batch_size", valid_type=orm.Int, default=lambda: orm.Int(2000), help="Structures per job.")
         spec.expose_inputs(
             PwBaseWorkChain,
@@ -176,50 +82,115 @@ class TieredOracleWorkChain(WorkChain):
         spec.input("max_dft_calls", valid_type=orm.Int, required=False, help="DFT budget; most uncertain first.")
         spec.input("max_concurrent_dft", valid_type=orm.Int, default=lambda: orm.Int(4))
         spec.input("energy_reference", valid_type=orm.Dict, required=False, help="Last known shift, if no DFT runs.")
+        spec.input(
+            "max_dft_failure_share",
+            valid_type=orm.Float,
+            default=lambda: orm.Float(0.5),
+            help="Fail (exit 402) when more than this share of the DFT rows fail; always when every one fails.",
+        )
         spec.inputs.validator = validate_inputs
         spec.outline(
-            cls.run_mace,
-            cls.inspect_mace,
+            cls.run_teacher,
+            cls.route,
             while_(cls.dft_pending)(cls.run_dft_batch, cls.inspect_dft_batch),  # type: ignore[arg-type]
             cls.assemble,
         )
         spec.output("labelled", valid_type=LabelledStructuresData, required=False)
         spec.output("routing", valid_type=orm.ArrayData, help="route, uncertainty and status of every input row")
         spec.output("energy_reference", valid_type=orm.Dict)
-        for name in ("deferred", "rejected", "over_budget"):
+        for name in UNLABELLED_OUTPUTS:
             spec.output(name, valid_type=StructureSetData, required=False)
-        spec.exit_code(401, "ERROR_MACE_FAILED", message="A MaceCalculation failed: {message}")
+        spec.exit_code(401, "ERROR_MACE_FAILED", message="The teacher failed: {message}")
+        spec.exit_code(
+            402,
+            "ERROR_DFT_FAILED",
+            message="DFT failed for {failed} of the {sent} structures sent to it (tolerated share {share}); "
+            "the labels that exist are in the outputs. First failure: {first}",
+        )
 
-    def run_mace(self):
-        """One MaceCalculation per chunk of ``mace_batch_size`` structures."""
+    @classmethod
+    def get_builder_from_protocol(
+        cls,
+        mace_code: orm.AbstractCode,
+        models: dict[str, MaceModelData],
+        pw_code: orm.AbstractCode | None = None,
+        structure: orm.StructureData | None = None,
+        protocol: str | None = None,
+        overrides: dict[str, Any] | None = None,
+        **_,
+    ):
+        """A builder from ``protocols/tiered_oracle.yaml``.
+
+        The teacher's inputs come from ``MaceBaseWorkChain``'s protocol (``overrides['mace']``). With ``pw_code``
+        the DFT tier comes from ``PwBaseWorkChain``'s protocol of the same intent (``QE_PROTOCOLS``), set up for
+        ``structure`` (the largest structure you expect: it fixes cutoffs and bands), ``overrides['dft']`` on top.
+        """
+        inputs = cls.get_protocol_inputs(protocol, overrides)
+        meta = inputs.pop("meta_parameters", {})
+        name = protocol or cls.get_default_protocol()
+        teacher = nested_builder(
+            "mace",
+            MaceBaseWorkChain.get_builder_from_protocol,
+            mace_code,
+            models,
+            protocol=name,
+            overrides=inputs.pop("mace", None),
+        )
+        dft_inputs = inputs.pop("dft", {})
+        builder = cls.get_builder()
+        for key, value in as_input_nodes(cls.spec().inputs, inputs).items():
+            builder[key] = value
+        builder.mace = builder_inputs(teacher)
+        if pw_code is not None:
+            if structure is None:
+                raise ValueError("give a representative `structure` to set up the DFT tier")
+            family = dft_inputs.pop("pseudo_family", meta.get("pseudo_family"))
+            defaults = dft_overrides(structure, family, meta.get("dft_cutoff_stringency"))
+            if pw_code.with_mpi is not None:
+                defaults["pw"]["metadata"] = {"options": {"withmpi": pw_code.with_mpi}}
+            dft = PwBaseWorkChain.get_builder_from_protocol(
+                pw_code, structure, protocol=QE_PROTOCOLS[name], overrides=recursive_merge(defaults, dft_inputs)
+            )
+            dft_dict = builder_inputs(dft)
+            dft_dict["pw"].pop("structure")
+            builder.dft = dft_dict
+        return builder
+
+    def run_teacher(self):
+        """One ``MaceBaseWorkChain`` per chunk of ``mace_batch_size`` structures."""
         structures = self.inputs.structures
         if len(structures) <= self.inputs.mace_batch_size.value:
             chunks = {"chunk_00000": structures}
         else:
             chunks = split_structure_set(structures, self.inputs.mace_batch_size)
-        inputs = self.exposed_inputs(MaceCalculation, namespace="mace")
+        inputs = self.exposed_inputs(MaceBaseWorkChain, namespace="mace")
         for key, chunk in sorted(chunks.items()):
-            future = self.submit(MaceCalculation, **inputs, structure_set=chunk)
-            self.to_context(**{f"mace_{key}": future})
+            chunk_inputs = {**inputs, "mace": {**inputs["mace"], "structure_set": chunk}}
+            self.to_context(**{f"mace_{key}": self.submit(MaceBaseWorkChain, **chunk_inputs)})
 
-    def inspect_mace(self):
-        """Route every structure; queue the DFT rows."""
+    def route(self):
+        """Record the routing decision once; queue the rows it sends to DFT."""
         for key in self.mace_keys():
             node = self.ctx[key]
             if not node.is_finished_ok:
-                return self.exit_codes.ERROR_MACE_FAILED.format(message=f"{node.process_label}<{node.pk}>")
-        uncertainty, status = committee_columns([self.ctx[key].outputs.results for key in self.mace_keys()])
-        routes = route_rows(uncertainty, status, self.routing_settings())
-        counts = {str(name): int((routes == name).sum()) for name in np.unique(routes)}
-        self.report(f"routes after the MACE tier: {counts}")
-        self.ctx.dft_queue = [int(row) for row in np.flatnonzero(routes == "dft")]
+                return self.exit_codes.ERROR_MACE_FAILED.format(
+                    message=f"{node.process_label}<{node.pk}> [{node.exit_status}] {node.exit_message or ''}"
+                )
+        results = {key: self.ctx[key].outputs.results for key in self.mace_keys()}
+        decision = route_structures(self.inputs.structures, orm.Dict(self.routing_settings()), **results)
+        self.ctx.routing = decision["routing"]
+        self.report(f"routes after the MACE tier: {self.ctx.routing.base.attributes.get('counts')}")
+        uncertainty = self.ctx.routing.get_array("uncertainty")
         self.ctx.dft_structures = {}
-        if self.ctx.dft_queue:
-            self.ctx.dft_structures = select_structures(self.inputs.structures, orm.List(self.ctx.dft_queue))
-            for row in self.ctx.dft_queue:  # queryable: "structures sent to DFT with u > x"
-                self.ctx.dft_structures[f"row_{row:06d}"].base.extras.set_many(
+        for label, structure in decision.items():
+            if label.startswith(DFT_ROW_PREFIX):
+                row = int(label[len(DFT_ROW_PREFIX) :])
+                # queryable: "structures sent to DFT with u > x"
+                structure.base.extras.set_many(
                     {"pyacemaker_uncertainty": float(uncertainty[row]), "pyacemaker_row": row}
                 )
+                self.ctx.dft_structures[row] = structure
+        self.ctx.dft_queue = sorted(self.ctx.dft_structures)
         self.ctx.dft_done = []
         return None
 
@@ -227,14 +198,14 @@ class TieredOracleWorkChain(WorkChain):
         return bool(self.ctx.dft_queue)
 
     def run_dft_batch(self):
-        """Submit up to ``max_concurrent_dft`` PwBaseWorkChains."""
+        """Submit up to ``max_concurrent_dft`` ``PwBaseWorkChain``."""
         batch = self.ctx.dft_queue[: self.inputs.max_concurrent_dft.value]
         self.ctx.dft_queue = self.ctx.dft_queue[len(batch) :]
         inputs = self.exposed_inputs(PwBaseWorkChain, namespace="dft")
         futures = {}
         for row in batch:
-            builder_inputs = {**inputs, "pw": {**inputs["pw"], "structure": self.ctx.dft_structures[f"row_{row:06d}"]}}
-            futures[f"dft_{row:06d}"] = self.submit(PwBaseWorkChain, **builder_inputs)
+            row_inputs = {**inputs, "pw": {**inputs["pw"], "structure": self.ctx.dft_structures[row]}}
+            futures[f"dft_{row:06d}"] = self.submit(PwBaseWorkChain, **row_inputs)
         self.ctx.dft_batch = batch
         return ToContext(**futures)
 
@@ -254,16 +225,28 @@ class TieredOracleWorkChain(WorkChain):
             nodes[f"dft_trajectory_{row:06d}"] = node.outputs.output_trajectory
         if "energy_reference" in self.inputs:
             nodes["energy_reference"] = self.inputs.energy_reference
-        outputs = assemble_labels(self.inputs.structures, orm.Dict(self.routing_settings()), **nodes)
+        outputs = assemble_labels(self.inputs.structures, self.ctx.routing, **nodes)
         for name, node in outputs.items():
             self.out(name, node)
         self.report(
             f"routes: {outputs['routing'].base.attributes.get('counts')}; "
             f"energy shift: {outputs['energy_reference']['shift_per_atom']}"
         )
+        return self.check_dft_failures()
+
+    def check_dft_failures(self):
+        """Loud failure: a broken DFT tier (every row failed, or more than the tolerated share) fails the oracle."""
+        sent = sorted(self.ctx.dft_structures)
+        failed = [row for row in sent if row not in self.ctx.dft_done]
+        share = self.inputs.max_dft_failure_share.value
+        if not failed or (len(failed) < len(sent) and len(failed) / len(sent) <= share):
+            return None
+        node = self.ctx[f"dft_{failed[0]:06d}"]
+        first = f"row {failed[0]}: {node.process_label}<{node.pk}> [{node.exit_status}] {node.exit_message or ''}"
+        return self.exit_codes.ERROR_DFT_FAILED.format(failed=len(failed), sent=len(sent), share=share, first=first)
 
     def routing_settings(self) -> dict[str, Any]:
-        """The thresholds, policy and budget, as ``route_rows`` and ``assemble_labels`` read them."""
+        """The thresholds, policy and budget, as ``route_with_settings`` reads them."""
         settings = {
             "accept": self.inputs.uncertainty_threshold.value,
             "call_dft": self.inputs.threshold_call_dft.value,

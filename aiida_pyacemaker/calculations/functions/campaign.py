@@ -1,0 +1,58 @@
+"""Calcfunctions of the ``DistillationWorkChain``: candidates, rows by source, teacher reference, the summary."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from aiida import orm
+from aiida.engine import calcfunction
+
+from ...candidates import make_candidates
+from ...data.labelled_structures import LabelledStructuresData
+from ...data.structure_set import StructureSetData
+from ...routing import composition, dft_calls, energy_reference_content, fit_energy_shift
+
+
+@calcfunction
+def generate_candidates(prototypes: StructureSetData, policies: orm.Dict, seed: orm.Int) -> StructureSetData:
+    """The candidate pool made from ``prototypes`` (see ``aiida_pyacemaker.candidates``); seeded."""
+    return StructureSetData.from_atoms(make_candidates(prototypes.to_atoms(), policies.get_dict(), seed.value))
+
+
+@calcfunction
+def select_source(source: orm.Str, **sets: LabelledStructuresData) -> dict[str, LabelledStructuresData]:
+    """The rows of ``sets`` (in key order) labelled by ``source``; nothing when there is none."""
+    parts = [(sets[key], np.flatnonzero(sets[key].get_array("source") == source.value)) for key in sorted(sets)]
+    if not any(len(rows) for _, rows in parts):
+        return {}
+    return {"selected": LabelledStructuresData.gather(parts)}
+
+
+@calcfunction
+def fit_reference(dft_set: LabelledStructuresData, mace_results: orm.ArrayData) -> orm.Dict:
+    """The per-element shift that puts this teacher's energies on the DFT reference, from the DFT rows."""
+    compositions = [composition(atoms) for atoms in dft_set.to_atoms()]
+    mace_energies = mace_results.get_array("energy")
+    shift = fit_energy_shift(compositions, dft_set.get_array("energy").tolist(), mace_energies.tolist())
+    return orm.Dict(energy_reference_content(shift, len(dft_set)))
+
+
+@calcfunction
+def summarise_campaign(settings: orm.Dict, **nodes) -> orm.Dict:
+    """One record per iteration from the graph: routes, DFT calls, test RMSE and forgetting (``<kind>_<k>`` nodes)."""
+    iterations = []
+    total_calls = 0
+    for index in range(settings["iterations"]):
+        counts = nodes[f"routing_{index:03d}"].base.attributes.get("counts")
+        total_calls += dft_calls(counts)
+        record: dict[str, Any] = {"iteration": index, "routes": counts, "dft_calls_total": total_calls}
+        if f"fit_metrics_{index:03d}" in nodes:
+            record["train_force_rmse_mev_per_a"] = nodes[f"fit_metrics_{index:03d}"].get("train_rmse_f_mev_per_a")
+        if f"forgetting_{index:03d}" in nodes:
+            forgetting = nodes[f"forgetting_{index:03d}"]
+            record["test_force_rmse_mev_per_a"] = forgetting["overall"]["rmse_f_mev_per_a"]
+            record["test_energy_rmse_mev_per_atom"] = forgetting["overall"]["rmse_e_mev_per_atom"]
+            record["forgetting"] = forgetting.get("force_rmse_ratio", {})
+        iterations.append(record)
+    return orm.Dict({**settings.get_dict(), "dft_calls": total_calls, "per_iteration": iterations})

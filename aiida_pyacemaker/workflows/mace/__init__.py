@@ -1,0 +1,5 @@
+"""Restart wrapper of ``MaceCalculation``."""
+
+from .base import MaceBaseWorkChain
+
+__all__ = ("MaceBaseWorkChain",)

@@ -1,0 +1,198 @@
+"""``MaceBaseWorkChain``: runs a ``MaceCalculation`` and restarts it on the failures a restart can fix.
+
+Handlers (highest priority first):
+
+* ``handle_model_unreadable`` (310) and ``handle_input_unreadable`` (311): a broken model file or structures file
+  fails again on every restart, so the wrapper aborts at once with its own exit code and the child's message;
+* ``handle_out_of_memory`` (410, or the scheduler's 110): halves ``parameters.batch_size`` and
+  ``parameters.max_batch_atoms`` (not below 1) and restarts; when a batch already holds one structure
+  (``batch_size`` or ``max_batch_atoms`` at 1) nothing smaller exists and it aborts with
+  ``ERROR_OUT_OF_MEMORY_SINGLE_STRUCTURE``;
+* ``handle_out_of_walltime`` (400, or the scheduler's 120): the committee script writes its results only at the end
+  (no checkpoint to continue from), so the job is rerun from scratch with doubled
+  ``metadata.options.max_wallclock_seconds``; ``max_iterations`` bounds the growth.
+
+Any other failure (no results file, a corrupt one) is left to ``BaseRestartWorkChain``'s ``on_unhandled_failure``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from aiida import orm
+from aiida.common import AttributeDict
+from aiida.common.lang import type_check
+from aiida.engine import BaseRestartWorkChain, CalcJob, ProcessHandlerReport, process_handler, while_
+from aiida.engine.processes.builder import ProcessBuilder
+
+from ...calculations.mace import DEFAULT_PARAMETERS, MaceCalculation
+from ...data.mace_model import MaceModelData
+from ...data.structure_set import StructureSetData
+from ...protocols import ProtocolMixin, as_input_nodes, recursive_merge
+
+__all__ = ("MaceBaseWorkChain",)
+
+
+class MaceBaseWorkChain(ProtocolMixin, BaseRestartWorkChain):
+    """Evaluate structures with a MACE committee (``MaceCalculation``), restarting on memory and walltime failures."""
+
+    _process_class = MaceCalculation
+    _protocol_file = "mace/base"
+
+    #: How the handlers change the inputs.
+    defaults = AttributeDict(
+        {
+            "batch_reduction_factor": 2,  # out of memory: batch_size and max_batch_atoms are divided by this
+            "walltime_factor": 2,  # out of walltime: max_wallclock_seconds is multiplied by this
+            "fallback_max_wallclock_seconds": 3600,  # out of walltime with no walltime known: start from this
+        }
+    )
+
+    @classmethod
+    def define(cls, spec) -> None:
+        """Expose ``MaceCalculation``'s inputs in ``mace`` and its outputs at the top level."""
+        super().define(spec)
+        spec.expose_inputs(MaceCalculation, namespace="mace")
+        spec.outline(
+            cls.setup,
+            while_(cls.should_run_process)(cls.run_process, cls.inspect_process),  # type: ignore[arg-type]
+            cls.results,
+        )
+        spec.expose_outputs(MaceCalculation)
+        spec.exit_code(
+            310,
+            "ERROR_MODEL_UNREADABLE",
+            message="A model file of the committee cannot be loaded; a restart cannot help: {message}",
+        )
+        spec.exit_code(
+            311,
+            "ERROR_INPUT_UNREADABLE",
+            message="The structures file cannot be read; a restart cannot help: {message}",
+        )
+        spec.exit_code(
+            320,
+            "ERROR_OUT_OF_MEMORY_SINGLE_STRUCTURE",
+            message="Out of memory with one structure per batch (batch_size {batch_size}, max_batch_atoms "
+            "{max_batch_atoms}): give the job more memory or evaluate the largest structures elsewhere.",
+        )
+
+    @classmethod
+    def get_builder_from_protocol(
+        cls,
+        code: orm.AbstractCode | str,
+        models: Mapping[str, MaceModelData],
+        structure_set: StructureSetData | None = None,
+        protocol: str | None = None,
+        overrides: dict[str, Any] | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> ProcessBuilder:
+        """A builder filled from ``protocols/mace/base.yaml``.
+
+        :param code: the code (or its label) that runs the committee script with mace-torch.
+        :param models: the committee, ``{key: MaceModelData}``.
+        :param structure_set: the structures; leave it out when a parent sets ``mace.structure_set`` (or
+            ``mace.structures``) itself, e.g. per chunk.
+        :param protocol: ``fast``, ``balanced`` or ``stringent`` (default: the file's ``default_protocol``).
+        :param overrides: nested inputs merged over the protocol's, in the layout of this work chain's ports.
+        :param options: merged over ``mace.metadata.options``.
+        :raises ProtocolError: for an unknown protocol or a key that is no input.
+        """
+        if isinstance(code, str):
+            code = orm.load_code(code)
+        type_check(code, orm.AbstractCode)
+
+        inputs = cls.get_protocol_inputs(protocol, overrides)
+        mace_inputs = dict(inputs.pop("mace", {}))
+        metadata = dict(mace_inputs.pop("metadata", {}))
+        if options:
+            metadata["options"] = recursive_merge(metadata.get("options", {}), options)
+
+        # The exposed `mace` namespace is dynamic (as every exposed namespace): check its keys against the
+        # CalcJob's own, closed namespace so that a misspelt key is an error, not silently dropped.
+        calculation_inputs = as_input_nodes(MaceCalculation.spec().inputs, mace_inputs, "mace")
+        wrapper_inputs = as_input_nodes(cls.spec().inputs, inputs)
+
+        builder = cls.get_builder()
+        for key, value in wrapper_inputs.items():
+            builder[key] = value
+        mace = builder["mace"]
+        mace["code"] = code
+        mace["models"] = dict(models)
+        if structure_set is not None:
+            mace["structure_set"] = structure_set
+        for key, value in calculation_inputs.items():
+            mace[key] = value
+        mace["metadata"] = metadata
+        return builder
+
+    def setup(self) -> None:
+        """``ctx.inputs`` from the ``mace`` namespace; ``parameters`` as a plain dict with every default filled in."""
+        super().setup()
+        self.ctx.inputs = AttributeDict(self.exposed_inputs(MaceCalculation, "mace"))
+        given = self.ctx.inputs.parameters.get_dict() if "parameters" in self.ctx.inputs else {}
+        self.ctx.inputs.parameters = {**DEFAULT_PARAMETERS, **given}
+        self.ctx.inputs.metadata = AttributeDict(self.ctx.inputs.get("metadata", {}))
+        self.ctx.inputs.metadata.options = AttributeDict(self.ctx.inputs.metadata.get("options", {}))
+
+    def report_error_handled(self, node: orm.CalcJobNode, action: str) -> None:
+        """Report the failure of ``node`` and the action taken."""
+        self.report(f"{node.process_label}<{node.pk}> failed with exit status {node.exit_status}: {node.exit_message}")
+        self.report(f"Action taken: {action}")
+
+    @process_handler(priority=600, exit_codes=[MaceCalculation.exit_codes.ERROR_MODEL_UNREADABLE])
+    def handle_model_unreadable(self, node: orm.CalcJobNode) -> ProcessHandlerReport:
+        """A model file the committee cannot load fails again on restart: abort."""
+        self.report_error_handled(node, "a model file is unreadable, a restart cannot help: aborting")
+        exit_code = self.exit_codes.ERROR_MODEL_UNREADABLE.format(message=node.exit_message)
+        return ProcessHandlerReport(True, exit_code)
+
+    @process_handler(priority=590, exit_codes=[MaceCalculation.exit_codes.ERROR_INPUT_UNREADABLE])
+    def handle_input_unreadable(self, node: orm.CalcJobNode) -> ProcessHandlerReport:
+        """A structures file the script cannot read fails again on restart: abort."""
+        self.report_error_handled(node, "the structures file is unreadable, a restart cannot help: aborting")
+        exit_code = self.exit_codes.ERROR_INPUT_UNREADABLE.format(message=node.exit_message)
+        return ProcessHandlerReport(True, exit_code)
+
+    @process_handler(
+        priority=500,
+        exit_codes=[MaceCalculation.exit_codes.ERROR_OUT_OF_MEMORY, CalcJob.exit_codes.ERROR_SCHEDULER_OUT_OF_MEMORY],
+    )
+    def handle_out_of_memory(self, node: orm.CalcJobNode) -> ProcessHandlerReport:
+        """Out of memory or killed: halve ``batch_size`` and ``max_batch_atoms``, restart; abort at one structure."""
+        parameters = self.ctx.inputs.parameters
+        batch_size, max_batch_atoms = int(parameters["batch_size"]), int(parameters["max_batch_atoms"])
+        if batch_size <= 1 or max_batch_atoms <= 1:
+            self.report_error_handled(node, "every batch already holds one structure: aborting")
+            exit_code = self.exit_codes.ERROR_OUT_OF_MEMORY_SINGLE_STRUCTURE.format(
+                batch_size=batch_size, max_batch_atoms=max_batch_atoms
+            )
+            return ProcessHandlerReport(True, exit_code)
+        factor = self.defaults.batch_reduction_factor
+        parameters["batch_size"] = max(1, batch_size // factor)
+        parameters["max_batch_atoms"] = max(1, max_batch_atoms // factor)
+        self.report_error_handled(
+            node,
+            f"batch_size {batch_size} -> {parameters['batch_size']}, max_batch_atoms {max_batch_atoms} -> "
+            f"{parameters['max_batch_atoms']}: restarting",
+        )
+        return ProcessHandlerReport(True)
+
+    @process_handler(
+        priority=400,
+        exit_codes=[
+            MaceCalculation.exit_codes.ERROR_OUT_OF_WALLTIME,
+            CalcJob.exit_codes.ERROR_SCHEDULER_OUT_OF_WALLTIME,
+        ],
+    )
+    def handle_out_of_walltime(self, node: orm.CalcJobNode) -> ProcessHandlerReport:
+        """Out of walltime: rerun from scratch (no checkpoint exists) with doubled ``max_wallclock_seconds``."""
+        options = self.ctx.inputs.metadata.options
+        current = options.get("max_wallclock_seconds") or node.get_option("max_wallclock_seconds")
+        if current:
+            walltime = int(current * self.defaults.walltime_factor)
+        else:
+            walltime = int(self.defaults.fallback_max_wallclock_seconds)
+        options["max_wallclock_seconds"] = walltime
+        self.report_error_handled(node, f"max_wallclock_seconds {current} -> {walltime}: restarting from scratch")
+        return ProcessHandlerReport(True)

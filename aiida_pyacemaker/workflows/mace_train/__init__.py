@@ -1,0 +1,5 @@
+"""Restart wrapper of ``MaceTrainCalculation``."""
+
+from .base import MaceTrainBaseWorkChain
+
+__all__ = ("MaceTrainBaseWorkChain",)

@@ -1,0 +1,5 @@
+"""Restart wrapper of ``PacemakerCalculation``."""
+
+from .base import PacemakerBaseWorkChain
+
+__all__ = ("PacemakerBaseWorkChain",)
