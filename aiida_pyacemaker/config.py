@@ -166,6 +166,7 @@ def prototype_atoms(config: dict[str, Any]) -> list:
 def build_from_config(config: dict[str, Any]):
     """The ``DistillationWorkChain`` builder; errors of the work chain's own validators name the key."""
     from aiida import orm
+    from aiida.common.exceptions import NotExistent
     from ase.io import read
 
     from .data import LabelledStructuresData, MaceModelData, StructureSetData
@@ -179,10 +180,16 @@ def build_from_config(config: dict[str, Any]):
             codes[key] = orm.load_code(label)
         except Exception as exception:
             raise ConfigError(f"codes.{key}: `{label}` is not a code of this profile ({exception})") from exception
-    models: dict[str, Any] = {
-        f"m{index}": orm.load_node(item) if isinstance(item, int) else MaceModelData.from_file(item)
-        for index, item in enumerate(config["committee"])
-    }
+    models: dict[str, Any] = {}
+    for index, item in enumerate(config["committee"]):
+        try:
+            models[f"m{index}"] = orm.load_node(item) if isinstance(item, int) else MaceModelData.from_file(item)
+        except (ValueError, OSError, NotExistent) as exception:
+            raise ConfigError(f"committee[{index}]: {exception}") from exception
+        if not isinstance(models[f"m{index}"], MaceModelData):
+            raise ConfigError(
+                f"committee[{index}]: node {item} is a {type(models[f'm{index}']).__name__}, no MACE model"
+            )
     test_set = None
     if config.get("test_set"):
         test_set = LabelledStructuresData.from_atoms(list(read(config["test_set"], index=":")), source="dft")

@@ -291,3 +291,27 @@ def failed_child(generate_calc_job_node):
         return node
 
     return factory
+
+
+@pytest.fixture
+def finished_workflow():
+    """A stored, finished ``WorkChainNode`` of ``process_class`` with ``exit_status`` and returned ``outputs``."""
+
+    def factory(process_class, exit_status: int = 0, outputs: dict | None = None, exit_message: str | None = None):
+        from aiida import orm
+        from aiida.common.links import LinkType
+        from aiida.engine import ProcessState
+
+        node = orm.WorkChainNode(process_type=f"{process_class.__module__}.{process_class.__name__}")
+        node.set_process_label(process_class.__name__)
+        node.store()
+        for label, output in (outputs or {}).items():
+            output.store()
+            output.base.links.add_incoming(node, link_type=LinkType.RETURN, link_label=label)
+        node.set_process_state(ProcessState.FINISHED)
+        node.set_exit_status(exit_status)
+        if exit_message:
+            node.set_exit_message(exit_message)
+        return node
+
+    return factory

@@ -6,15 +6,33 @@ import subprocess
 import sys
 
 import pytest
-from aiida.plugins import CalculationFactory, DataFactory, ParserFactory
+from aiida.plugins import CalculationFactory, DataFactory, ParserFactory, WorkflowFactory
 
-CALCULATIONS = ("pyacemaker.mace", "pyacemaker.mace.train")
+CALCULATIONS = ("pyacemaker.mace", "pyacemaker.mace.train", "pyacemaker.pacemaker")
+#: Every CalcJob has a restart wrapper that the other work chains call.
+WRAPPERS = {
+    "pyacemaker.mace": "pyacemaker.mace.base",
+    "pyacemaker.mace.train": "pyacemaker.mace.train.base",
+    "pyacemaker.pacemaker": "pyacemaker.pacemaker.base",
+}
+WORKFLOWS = (
+    *WRAPPERS.values(),
+    "pyacemaker.tiered_oracle",
+    "pyacemaker.incremental_training",
+    "pyacemaker.distillation",
+)
 DATA = (
     "pyacemaker.mace.model",
     "pyacemaker.mace.results",
     "pyacemaker.structure_set",
     "pyacemaker.labelled_structures",
+    "pyacemaker.ace.potential",
 )
+
+
+def verdi_plugin_list(group: str) -> str:
+    command = [sys.executable, "-m", "aiida", "plugin", "list", group]
+    return subprocess.run(command, capture_output=True, text=True, check=True).stdout
 
 
 @pytest.mark.parametrize("name", CALCULATIONS)
@@ -28,12 +46,18 @@ def test_data_types_load(name):
     assert DataFactory(name).__name__.endswith("Data")
 
 
-def test_verdi_plugin_list_shows_the_calculations():
-    listing = subprocess.run(
-        [sys.executable, "-m", "aiida", "plugin", "list", "aiida.calculations"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    for name in CALCULATIONS:
-        assert name in listing
+@pytest.mark.parametrize(("calculation", "wrapper"), sorted(WRAPPERS.items()))
+def test_every_calcjob_has_a_restart_wrapper(calculation, wrapper):
+    from aiida.engine import BaseRestartWorkChain
+
+    process = WorkflowFactory(wrapper)
+    assert issubclass(process, BaseRestartWorkChain)
+    assert process._process_class is CalculationFactory(calculation)
+    assert any(name.startswith("handle_") for name in dir(process))
+
+
+def test_verdi_plugin_list_shows_the_calculations_and_the_work_chains():
+    calculations = verdi_plugin_list("aiida.calculations")
+    assert all(name in calculations for name in CALCULATIONS)
+    workflows = verdi_plugin_list("aiida.workflows")
+    assert all(name in workflows for name in WORKFLOWS), workflows

@@ -36,7 +36,7 @@ def launch(config_file: str | pathlib.Path, profile: str | None, wait: bool, plo
     from aiida import load_profile
 
     from ..config import ConfigError, build_from_config, load_config
-    from .launch import submit_and_wait
+    from .launch import DaemonNotRunningError, submit_and_wait
 
     try:
         config = load_config(config_file)
@@ -49,11 +49,17 @@ def launch(config_file: str | pathlib.Path, profile: str | None, wait: bool, plo
         raise click.ClickException(f"{config_file}: {exception}") from exception
     if not wait:
         from aiida.engine import submit
+        from aiida.engine.daemon.client import get_daemon_client
 
         node = submit(builder)
         click.echo(f"Submitted DistillationWorkChain<{node.pk}>: follow it with `verdi process report {node.pk}`")
+        if not get_daemon_client().is_daemon_running:
+            click.echo("The daemon is not running: it starts with `verdi daemon start`.", err=True)
         return node
-    node = submit_and_wait(builder, timeout=timeout, echo=click.echo)
+    try:
+        node = submit_and_wait(builder, timeout=timeout, echo=click.echo)
+    except (DaemonNotRunningError, TimeoutError) as exception:
+        raise click.ClickException(str(exception)) from exception
     if not node.is_finished_ok:
         if "summary" in node.outputs:  # e.g. an unusable potential: the campaign's record is still worth reading
             for line in describe(node):

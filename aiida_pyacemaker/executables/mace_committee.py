@@ -14,7 +14,7 @@ A structure that cannot be trusted gets a status other than ``ok`` and uncertain
 batch is unaffected. Statuses: ok, empty, nonfinite, unknown_element, degenerate_cell (a periodic cell with a
 near-zero height or volume, or so many periodic images within the cutoff that a neighbour search could not end),
 too_close, isolated_atom, timeout (the structure's screening ran past ``--screen-timeout`` seconds: it runs in a
-forked worker that is killed, so no row can stall the batch).
+forked worker that is killed, so no row can stall the batch), screening_failed (the worker died on it).
 
 Fatal problems write ``error.json`` ({"error": kind, "message": ...}) and exit non-zero:
 exit 3 ``model_unreadable``, exit 4 ``input_unreadable``.
@@ -146,8 +146,8 @@ def screen(structures: list, known: set[int], min_distance: float, isolation: fl
                 break
             try:
                 done, status = receiver.recv()
-            except EOFError:  # the worker died on this structure
-                statuses[index] = "nonfinite"
+            except EOFError:  # the worker died on this structure (e.g. killed for memory)
+                statuses[index] = "screening_failed"
                 index += 1
                 break
             statuses[done] = status

@@ -57,6 +57,11 @@ class ProtocolMixin(_QeProtocolMixin):
     def get_protocol_filepath(cls) -> pathlib.Path:
         return pathlib.Path(str(resources.files(__name__).joinpath(f"{cls._protocol_file}.yaml")))
 
+    @staticmethod
+    def _check_if_alias(alias: str) -> None:
+        """No aliases: aiida-quantumespresso's ``moderate``/``precise`` are its own names, not the plugin's."""
+        return None
+
     @classmethod
     def get_protocol_inputs(cls, protocol: Any = None, overrides: Any = None) -> dict:
         """The protocol's inputs merged with ``overrides``; an unknown protocol raises ``ProtocolError``."""

@@ -237,7 +237,7 @@ class DistillationWorkChain(ProtocolMixin, WorkChain):
         self.ctx.iteration = -1  # the index of the current iteration; -1 before the first
         self.ctx.fine_tuned = False
         self.ctx.dft_calls = 0
-        self.ctx.committee = dict(self.inputs.oracle.mace.models)
+        self.ctx.committee = dict(self.inputs.oracle.mace.mace.models)
         self.ctx.labelled = {}
         self.ctx.records = {}
         self.ctx.stop_reason = None
@@ -421,6 +421,10 @@ class DistillationWorkChain(ProtocolMixin, WorkChain):
             f"done: {summary['dft_calls']} DFT calls, {settings['iterations']} iterations, potential pk "
             f"{self.ctx.potential.pk}"
         )
+        return self.check_potential_usable()
+
+    def check_potential_usable(self):
+        """Loud failure: a final potential whose test force RMSE is above ``max_test_force_rmse`` (outputs kept)."""
         rmse = self.ctx.get("test_force_rmse")
         if "max_test_force_rmse" in self.inputs and rmse is not None and rmse > self.inputs.max_test_force_rmse.value:
             return self.exit_codes.ERROR_POTENTIAL_UNUSABLE.format(

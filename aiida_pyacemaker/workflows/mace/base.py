@@ -22,23 +22,23 @@ from typing import Any
 
 from aiida import orm
 from aiida.common import AttributeDict
-from aiida.common.lang import type_check
-from aiida.engine import BaseRestartWorkChain, CalcJob, ProcessHandlerReport, process_handler, while_
+from aiida.engine import CalcJob, ProcessHandlerReport, process_handler
 from aiida.engine.processes.builder import ProcessBuilder
 
 from ...calculations.mace import DEFAULT_PARAMETERS, MaceCalculation
 from ...data.mace_model import MaceModelData
 from ...data.structure_set import StructureSetData
-from ...protocols import ProtocolMixin, as_input_nodes, recursive_merge
+from ..restart import RestartWrapper
 
 __all__ = ("MaceBaseWorkChain",)
 
 
-class MaceBaseWorkChain(ProtocolMixin, BaseRestartWorkChain):
+class MaceBaseWorkChain(RestartWrapper):
     """Evaluate structures with a MACE committee (``MaceCalculation``), restarting on memory and walltime failures."""
 
     _process_class = MaceCalculation
     _protocol_file = "mace/base"
+    _namespace = "mace"
 
     #: How the handlers change the inputs.
     defaults = AttributeDict(
@@ -53,13 +53,6 @@ class MaceBaseWorkChain(ProtocolMixin, BaseRestartWorkChain):
     def define(cls, spec) -> None:
         """Expose ``MaceCalculation``'s inputs in ``mace`` and its outputs at the top level."""
         super().define(spec)
-        spec.expose_inputs(MaceCalculation, namespace="mace")
-        spec.outline(
-            cls.setup,
-            while_(cls.should_run_process)(cls.run_process, cls.inspect_process),  # type: ignore[arg-type]
-            cls.results,
-        )
-        spec.expose_outputs(MaceCalculation)
         spec.exit_code(
             310,
             "ERROR_MODEL_UNREADABLE",
@@ -98,33 +91,8 @@ class MaceBaseWorkChain(ProtocolMixin, BaseRestartWorkChain):
         :param options: merged over ``mace.metadata.options``.
         :raises ProtocolError: for an unknown protocol or a key that is no input.
         """
-        if isinstance(code, str):
-            code = orm.load_code(code)
-        type_check(code, orm.AbstractCode)
-
         inputs = cls.get_protocol_inputs(protocol, overrides)
-        mace_inputs = dict(inputs.pop("mace", {}))
-        metadata = dict(mace_inputs.pop("metadata", {}))
-        if options:
-            metadata["options"] = recursive_merge(metadata.get("options", {}), options)
-
-        # The exposed `mace` namespace is dynamic (as every exposed namespace): check its keys against the
-        # CalcJob's own, closed namespace so that a misspelt key is an error, not silently dropped.
-        calculation_inputs = as_input_nodes(MaceCalculation.spec().inputs, mace_inputs, "mace")
-        wrapper_inputs = as_input_nodes(cls.spec().inputs, inputs)
-
-        builder = cls.get_builder()
-        for key, value in wrapper_inputs.items():
-            builder[key] = value
-        mace = builder["mace"]
-        mace["code"] = code
-        mace["models"] = dict(models)
-        if structure_set is not None:
-            mace["structure_set"] = structure_set
-        for key, value in calculation_inputs.items():
-            mace[key] = value
-        mace["metadata"] = metadata
-        return builder
+        return cls.builder_from_protocol_inputs(inputs, code, options, models=dict(models), structure_set=structure_set)
 
     def setup(self) -> None:
         """``ctx.inputs`` from the ``mace`` namespace; ``parameters`` as a plain dict with every default filled in."""
@@ -134,11 +102,6 @@ class MaceBaseWorkChain(ProtocolMixin, BaseRestartWorkChain):
         self.ctx.inputs.parameters = {**DEFAULT_PARAMETERS, **given}
         self.ctx.inputs.metadata = AttributeDict(self.ctx.inputs.get("metadata", {}))
         self.ctx.inputs.metadata.options = AttributeDict(self.ctx.inputs.metadata.get("options", {}))
-
-    def report_error_handled(self, node: orm.CalcJobNode, action: str) -> None:
-        """Report the failure of ``node`` and the action taken."""
-        self.report(f"{node.process_label}<{node.pk}> failed with exit status {node.exit_status}: {node.exit_message}")
-        self.report(f"Action taken: {action}")
 
     @process_handler(priority=600, exit_codes=[MaceCalculation.exit_codes.ERROR_MODEL_UNREADABLE])
     def handle_model_unreadable(self, node: orm.CalcJobNode) -> ProcessHandlerReport:

@@ -15,20 +15,20 @@ Handlers (``handle_<condition>``, aiida-quantumespresso's style):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from aiida import orm
 from aiida.common import AttributeDict
 from aiida.common.lang import type_check
 from aiida.common.links import LinkType
-from aiida.engine import BaseRestartWorkChain, ProcessHandlerReport, process_handler, while_
-from aiida.engine.processes.builder import ProcessBuilder, ProcessBuilderNamespace
+from aiida.engine import ProcessHandlerReport, process_handler
+from aiida.engine.processes.builder import ProcessBuilder
 
 from ...calculations.mace_train import MaceTrainCalculation
 from ...data.labelled_structures import LabelledStructuresData
 from ...data.mace_model import MaceModelData
-from ...protocols import ProtocolMixin, as_input_nodes, recursive_merge
+from ...protocols import recursive_merge
+from ..restart import RestartWrapper
 
 #: The key of the fine-tuning parameters in the protocol file (a meta input, not a port).
 FINE_TUNE_KEY = "fine_tune_parameters"
@@ -43,21 +43,12 @@ def training_state(node: orm.CalcJobNode) -> dict[str, tuple[bool, int]]:
     return {key: (key in models, int(epochs.get(key, {}).get("epochs", 0))) for key in keys}
 
 
-def set_builder_inputs(namespace: ProcessBuilderNamespace, inputs: Mapping[str, Any]) -> None:
-    """Set ``inputs`` port by port (nested namespaces item by item, so a namespace may stay incomplete)."""
-    for key, value in inputs.items():
-        target = namespace.get(key)
-        if isinstance(target, ProcessBuilderNamespace) and isinstance(value, Mapping):
-            set_builder_inputs(target, value)
-        else:
-            namespace[key] = value
-
-
-class MaceTrainBaseWorkChain(ProtocolMixin, BaseRestartWorkChain):
+class MaceTrainBaseWorkChain(RestartWrapper):
     """Train MACE models with ``MaceTrainCalculation``; restart after a walltime kill or a diverged training."""
 
     _process_class = MaceTrainCalculation
     _protocol_file = "mace_train/base"
+    _namespace = "mace_train"
 
     defaults = AttributeDict(
         {
@@ -73,13 +64,6 @@ class MaceTrainBaseWorkChain(ProtocolMixin, BaseRestartWorkChain):
     def define(cls, spec):
         """Inputs of the CalcJob in ``mace_train``, its outputs at the top level."""
         super().define(spec)
-        spec.expose_inputs(MaceTrainCalculation, namespace="mace_train")
-        spec.outline(
-            cls.setup,
-            while_(cls.should_run_process)(cls.run_process, cls.inspect_process),  # type: ignore[arg-type]
-            cls.results,
-        )
-        spec.expose_outputs(MaceTrainCalculation)
         spec.exit_code(
             310,
             "ERROR_KNOWN_UNRECOVERABLE_FAILURE",
@@ -117,34 +101,16 @@ class MaceTrainBaseWorkChain(ProtocolMixin, BaseRestartWorkChain):
         ``options`` are merged into ``mace_train.metadata.options``. An unknown protocol or override key raises
         ``ProtocolError`` naming it.
         """
-        if isinstance(code, str):
-            code = orm.load_code(code)
-        type_check(code, orm.AbstractCode)
         type_check(training_set, LabelledStructuresData, allow_none=True)
         type_check(foundation_model, MaceModelData, allow_none=True)
-
         inputs = cls.get_protocol_inputs(protocol, overrides)
         fine_tune_parameters = inputs.pop(FINE_TUNE_KEY)
-        train = dict(inputs.pop("mace_train", {}))
-        if foundation_model is not None:
-            train["foundation_model"] = foundation_model
-        if train.get("foundation_model") is not None:
+        if foundation_model is not None or inputs.get("mace_train", {}).get("foundation_model") is not None:
             parameter_overrides = (overrides or {}).get("mace_train", {}).get("parameters", {})
-            train["parameters"] = recursive_merge(fine_tune_parameters, parameter_overrides)
-        if training_set is not None:
-            train["training_set"] = training_set
-        train["code"] = code
-        if options:
-            metadata = train.setdefault("metadata", {})
-            metadata["options"] = recursive_merge(metadata.get("options", {}), options)
-
-        # The exposed `mace_train` namespace is dynamic (as every exposed namespace): check its keys against the
-        # CalcJob's own, closed namespace, so that a misspelt key is an error and not silently dropped.
-        builder = cls.get_builder()
-        set_builder_inputs(builder, as_input_nodes(cls.spec().inputs, inputs))
-        train_inputs = as_input_nodes(MaceTrainCalculation.spec().inputs, train, "mace_train")
-        set_builder_inputs(builder["mace_train"], train_inputs)
-        return builder
+            inputs["mace_train"]["parameters"] = recursive_merge(fine_tune_parameters, parameter_overrides)
+        return cls.builder_from_protocol_inputs(
+            inputs, code, options, training_set=training_set, foundation_model=foundation_model
+        )
 
     def setup(self) -> None:
         """The CalcJob's inputs in ``ctx.inputs`` (``parameters`` as a plain dict), the restart bookkeeping."""
@@ -153,11 +119,6 @@ class MaceTrainBaseWorkChain(ProtocolMixin, BaseRestartWorkChain):
         self.ctx.inputs.parameters = self.ctx.inputs.parameters.get_dict()
         self.ctx.lr_halvings = 0
         self.ctx.training_state = {}
-
-    def report_error_handled(self, node: orm.CalcJobNode, action: str) -> None:
-        """Report the failure of ``node`` and the action taken."""
-        self.report(f"{node.process_label}<{node.pk}> failed with exit status {node.exit_status}: {node.exit_message}")
-        self.report(f"Action taken: {action}")
 
     def restart_from_start(self) -> None:
         """Next job starts where the first one started: no checkpoints unless the inputs gave a parent_folder."""

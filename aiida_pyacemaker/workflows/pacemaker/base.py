@@ -32,14 +32,14 @@ from typing import Any
 
 from aiida import orm
 from aiida.common import AttributeDict
-from aiida.common.lang import type_check
-from aiida.engine import BaseRestartWorkChain, CalcJob, ProcessHandlerReport, process_handler, while_
+from aiida.engine import CalcJob, ProcessHandlerReport, process_handler
 from aiida.engine.processes.builder import ProcessBuilder
 
 from ...calculations.pacemaker import PacemakerCalculation, adds_repulsion, fit_iterations, validate_parameters
 from ...data.ace_potential import AcePotentialData
 from ...data.labelled_structures import LabelledStructuresData
-from ...protocols import ProtocolError, ProtocolMixin, as_input_nodes, recursive_merge
+from ...protocols import ProtocolError
+from ..restart import RestartWrapper
 
 __all__ = ("PacemakerBaseWorkChain",)
 
@@ -50,11 +50,13 @@ SCIPY_C2 = 0.9
 BFGS_OPTIONS = ("gtol", "c1", "c2", "xrtol", "norm")
 
 
-class PacemakerBaseWorkChain(ProtocolMixin, BaseRestartWorkChain):
+class PacemakerBaseWorkChain(RestartWrapper):
     """Fit an ACE potential (``PacemakerCalculation``), continuing stopped fits and retrying non-finite losses."""
 
     _process_class = PacemakerCalculation
     _protocol_file = "pacemaker/base"
+    _namespace = "pacemaker"
+    _exposed_outputs = ("potential", "metrics", "learning_curve")
 
     #: How the handlers change the inputs.
     defaults = AttributeDict(
@@ -69,16 +71,6 @@ class PacemakerBaseWorkChain(ProtocolMixin, BaseRestartWorkChain):
     def define(cls, spec) -> None:
         """Expose ``PacemakerCalculation``'s inputs in ``pacemaker`` and its potential, metrics and learning curve."""
         super().define(spec)
-        spec.expose_inputs(PacemakerCalculation, namespace="pacemaker")
-        spec.outline(
-            cls.setup,
-            while_(cls.should_run_process)(  # type: ignore[arg-type]
-                cls.run_process,  # type: ignore[arg-type]
-                cls.inspect_process,  # type: ignore[arg-type]
-            ),
-            cls.results,
-        )
-        spec.expose_outputs(PacemakerCalculation, include=("potential", "metrics", "learning_curve"))
         spec.exit_code(
             311,
             "ERROR_INPUT_UNREADABLE",
@@ -123,42 +115,20 @@ class PacemakerBaseWorkChain(ProtocolMixin, BaseRestartWorkChain):
         :param options: merged over ``pacemaker.metadata.options``.
         :raises ProtocolError: for an unknown protocol, a key that is no input or an invalid fit parameter.
         """
-        if isinstance(code, str):
-            code = orm.load_code(code)
-        type_check(code, orm.AbstractCode)
-
         inputs = cls.get_protocol_inputs(protocol, overrides)
-        pacemaker_inputs = dict(inputs.pop("pacemaker", {}))
-        metadata = dict(pacemaker_inputs.pop("metadata", {}))
-        if options:
-            metadata["options"] = recursive_merge(metadata.get("options", {}), options)
-        parameters = pacemaker_inputs.get("parameters")
+        parameters = inputs.get("pacemaker", {}).get("parameters")
         if isinstance(parameters, dict):
             error = validate_parameters(orm.Dict(parameters), None)
             if error:
                 raise ProtocolError(f"pacemaker.{error}")
-
-        # The exposed `pacemaker` namespace is dynamic (as every exposed namespace): check its keys against the
-        # CalcJob's own, closed namespace so that a misspelt key is an error, not silently dropped.
-        calculation_inputs = as_input_nodes(PacemakerCalculation.spec().inputs, pacemaker_inputs, "pacemaker")
-        wrapper_inputs = as_input_nodes(cls.spec().inputs, inputs)
-
-        builder = cls.get_builder()
-        for key, value in wrapper_inputs.items():
-            builder[key] = value
-        namespace = builder["pacemaker"]
-        namespace["code"] = code
-        for key, value in calculation_inputs.items():
-            namespace[key] = value
-        for key, node in (
-            ("training_set", training_set),
-            ("test_set", test_set),
-            ("previous_potential", previous_potential),
-        ):
-            if node is not None:
-                namespace[key] = node
-        namespace["metadata"] = metadata
-        return builder
+        return cls.builder_from_protocol_inputs(
+            inputs,
+            code,
+            options,
+            training_set=training_set,
+            test_set=test_set,
+            previous_potential=previous_potential,
+        )
 
     def setup(self) -> None:
         """``ctx.inputs`` from the ``pacemaker`` namespace, ``parameters`` as a plain dict the handlers change."""
@@ -166,11 +136,6 @@ class PacemakerBaseWorkChain(ProtocolMixin, BaseRestartWorkChain):
         self.ctx.inputs = AttributeDict(self.exposed_inputs(PacemakerCalculation, "pacemaker"))
         self.ctx.inputs.parameters = self.ctx.inputs.parameters.get_dict()
         self.ctx.regularisation_raised = False
-
-    def report_error_handled(self, node: orm.CalcJobNode, action: str) -> None:
-        """Report the failure of ``node`` and the action taken."""
-        self.report(f"{node.process_label}<{node.pk}> failed with exit status {node.exit_status}: {node.exit_message}")
-        self.report(f"Action taken: {action}")
 
     @process_handler(priority=600, exit_codes=[PacemakerCalculation.exit_codes.ERROR_INPUT_UNREADABLE])
     def handle_unreadable_input(self, node: orm.CalcJobNode) -> ProcessHandlerReport:

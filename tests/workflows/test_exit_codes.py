@@ -1,0 +1,137 @@
+"""Every exit code of the oracle, incremental training and distillation work chains, offline: the step that
+inspects a failed child (a finished node handed to it, as in the restart wrappers' handler tests) returns it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from aiida import orm
+from ase.build import bulk
+
+from aiida_pyacemaker.data import LabelledStructuresData, StructureSetData
+from aiida_pyacemaker.protocols import builder_inputs
+from aiida_pyacemaker.workflows.distillation import DistillationWorkChain
+from aiida_pyacemaker.workflows.incremental_training import IncrementalTrainingWorkChain
+from aiida_pyacemaker.workflows.mace.base import MaceBaseWorkChain
+from aiida_pyacemaker.workflows.mace_train.base import MaceTrainBaseWorkChain
+from aiida_pyacemaker.workflows.pacemaker.base import PacemakerBaseWorkChain
+from aiida_pyacemaker.workflows.tiered_oracle import TieredOracleWorkChain
+
+
+def si8():
+    return bulk("Si", "diamond", a=5.43, cubic=True)
+
+
+def labelled(count: int = 2) -> LabelledStructuresData:
+    structures = []
+    for seed in range(count):
+        atoms = si8()
+        atoms.positions += np.random.default_rng(seed).normal(scale=0.02, size=atoms.positions.shape)
+        atoms.info["REF_energy"] = -40.0
+        atoms.arrays["REF_forces"] = np.zeros((8, 3))
+        structures.append(atoms)
+    return LabelledStructuresData.from_atoms(structures, source="dft")
+
+
+@pytest.fixture
+def oracle(mace_code, tiny_committee, pw_code, pseudo_family, generate_workchain):
+    builder = TieredOracleWorkChain.get_builder_from_protocol(
+        mace_code, tiny_committee, pw_code, orm.StructureData(ase=si8()), "fast"
+    )
+    builder.structures = StructureSetData.from_atoms([si8(), si8(), si8()])
+    return generate_workchain("pyacemaker.tiered_oracle", builder_inputs(builder))
+
+
+@pytest.fixture
+def loop(mace_code, tiny_committee, pw_code, pacemaker_code, mace_train_code, pseudo_family, generate_workchain):
+    builder = DistillationWorkChain.get_builder_from_protocol(
+        StructureSetData.from_atoms([si8()]),
+        tiny_committee,
+        mace_code,
+        pw_code,
+        pacemaker_code,
+        campaign="exit-codes",
+        mace_train_code=mace_train_code,
+        test_set=labelled(),
+    )
+    process = generate_workchain("pyacemaker.distillation", builder_inputs(builder))
+    process.setup()
+    process.ctx.iteration = 0
+    return process
+
+
+def test_oracle_401_when_the_teacher_fails(oracle, finished_workflow):
+    oracle.ctx["mace_chunk_00000"] = finished_workflow(MaceBaseWorkChain, 310, exit_message="model unreadable")
+    exit_code = oracle.route()
+    assert exit_code.status == 401 and "MaceBaseWorkChain" in exit_code.message and "[310]" in exit_code.message
+
+
+@pytest.mark.parametrize(("failed", "sent", "share", "status"), [(3, 3, 1.0, 402), (2, 3, 0.5, 402), (1, 3, 0.5, None)])
+def test_oracle_402_when_dft_fails_for_every_row_or_more_than_the_share(
+    oracle, finished_workflow, failed, sent, share, status
+):
+    from aiida_quantumespresso.workflows.pw.base import PwBaseWorkChain
+
+    oracle.inputs.max_dft_failure_share = orm.Float(share)  # type: ignore[misc]
+    oracle.ctx.dft_structures = {row: None for row in range(sent)}
+    oracle.ctx.dft_done = list(range(failed, sent))
+    for row in range(failed):
+        oracle.ctx[f"dft_{row:06d}"] = finished_workflow(PwBaseWorkChain, 300, exit_message="pw.x crashed")
+    exit_code = oracle.check_dft_failures()
+    if status is None:
+        assert exit_code is None
+    else:
+        assert exit_code.status == 402
+        assert f"DFT failed for {failed} of the {sent} structures" in exit_code.message
+        assert "PwBaseWorkChain" in exit_code.message and "pw.x crashed" in exit_code.message
+
+
+def test_incremental_training_410_when_the_fit_fails(pacemaker_code, generate_workchain, finished_workflow):
+    builder = IncrementalTrainingWorkChain.get_builder_from_protocol(pacemaker_code, "exit-codes", labelled())
+    process = generate_workchain("pyacemaker.incremental_training", builder_inputs(builder))
+    process.ctx.fit = finished_workflow(PacemakerBaseWorkChain, 331, exit_message="loss is not finite")
+    exit_code = process.inspect_fit()
+    assert exit_code.status == 410 and "loss is not finite" in exit_code.message
+
+
+def test_distillation_420_when_the_oracle_fails(loop, finished_workflow):
+    loop.ctx.oracle = finished_workflow(TieredOracleWorkChain, 402, exit_message="DFT failed for 3 of the 3")
+    exit_code = loop.inspect_labels()
+    assert exit_code.status == 420 and "DFT failed for 3 of the 3" in exit_code.message
+
+
+def test_distillation_421_when_the_first_pool_gives_no_label(loop, finished_workflow):
+    routing = orm.ArrayData()
+    routing.set_array("route", np.array(["rejected"]))
+    routing.base.attributes.set("counts", {"rejected": 1})
+    reference = orm.Dict({"shift_per_atom": {}, "fitted_on_dft_structures": 0, "unit": "eV/atom"})
+    loop.ctx.oracle = finished_workflow(TieredOracleWorkChain, 0, {"routing": routing, "energy_reference": reference})
+    exit_code = loop.inspect_labels()
+    assert exit_code.status == 421 and "rejected" in exit_code.message
+
+
+def test_distillation_422_when_training_fails(loop, finished_workflow):
+    loop.ctx.training = finished_workflow(IncrementalTrainingWorkChain, 410, exit_message="fit failed")
+    assert loop.inspect_fit().status == 422
+
+
+def test_distillation_423_when_fine_tuning_fails(loop, finished_workflow):
+    for key in loop.ctx.committee:
+        loop.ctx[f"fine_tune_{key}"] = finished_workflow(MaceTrainBaseWorkChain, 320, exit_message="diverged")
+    exit_code = loop.calibrate_committee()
+    assert exit_code.status == 423 and "diverged" in exit_code.message
+
+
+def test_distillation_424_when_calibration_fails(loop, finished_workflow):
+    loop.ctx.calibration = finished_workflow(MaceBaseWorkChain, 410, exit_message="out of memory")
+    assert loop.inspect_calibration().status == 424
+
+
+@pytest.mark.parametrize(("rmse", "status"), [(1500.0, 425), (315.0, None)])
+def test_distillation_425_when_the_potential_is_unusable(loop, rmse, status):
+    assert loop.inputs.max_test_force_rmse.value == 1000.0  # the fast protocol's bound
+    loop.ctx.test_force_rmse = rmse
+    exit_code = loop.check_potential_usable()
+    assert (exit_code.status if exit_code else None) == status
+    if status:
+        assert "1500.0 meV/A, above the bound of 1000.0 meV/A" in exit_code.message
