@@ -68,7 +68,7 @@ def test_seed_scenario_history_10_buffer_15_new_10(pacemaker_code):
     history = teacher_labelled(10, "bulk", seed=1)
     first = run_incremental(pacemaker_code, campaign, history, incremental_update=orm.Bool(True))
     assert first.is_finished_ok, first.exit_message  # first call of a campaign: from scratch
-    assert "previous_potential" not in first.called[-1].inputs
+    assert "previous_potential" not in first.called[-1].inputs.pacemaker  # the PacemakerBaseWorkChain's inputs
     assert len(get_history(campaign).nodes) == 1
 
     new = teacher_labelled(10, "bulk", seed=2)
@@ -88,7 +88,8 @@ def test_seed_scenario_history_10_buffer_15_new_10(pacemaker_code):
     assert set(training.get_array("fingerprints")[10:].tolist()) <= old_prints
     assert sum(len(batch) for batch in history_batches(get_history(campaign))) == 20
 
-    fit = node.called[-1]
+    (fit,) = [n for n in node.called_descendants if n.process_label == "PacemakerCalculation"]
+    assert fit.caller.process_label == "PacemakerBaseWorkChain"  # through its restart wrapper
     content = yaml.safe_load(fit.base.repository.get_object_content("input.yaml", mode="r"))
     assert content["potential"] == "previous.yaml"
     assert fit.base.repository.get_object_content("train.xyz", mode="r").count("REF_energy") <= 15
