@@ -21,8 +21,9 @@ def predictions(potential: AcePotentialData, test_set: LabelledStructuresData) -
     """Per structure of ``test_set``: domain (config type), atoms, reference and ACE energy (eV) and forces (eV/A)."""
     calculator = potential.get_calculator(active_set=False)
     rows = []
-    for atoms in test_set.to_atoms():
+    for index, atoms in enumerate(test_set.to_atoms()):
         row = {
+            "index": index,
             "domain": atoms.info.get("config_type") or "default",
             "atoms": len(atoms),
             "energy_ref": atoms.get_potential_energy(),
@@ -33,11 +34,17 @@ def predictions(potential: AcePotentialData, test_set: LabelledStructuresData) -
     return rows
 
 
-def rmse(energy_errors_per_atom: list, force_errors: list) -> dict[str, float]:
-    """Energy (meV/atom) and per-component force (meV/A) RMSE of the given errors (eV/atom, eV/A arrays)."""
+def rmse(energy_errors_per_atom: list, force_errors: list, rows: list[int] | None = None) -> dict[str, Any]:
+    """Energy (meV/atom) and per-component force (meV/A) RMSE of the given errors (eV/atom, eV/A arrays, one per
+    structure), with the median and the worst structure's force RMSE beside them (``rows``: their set indices)."""
+    per_structure = np.array([np.sqrt(np.mean(np.square(errors))) for errors in force_errors]) * EV_TO_MEV
+    worst = int(np.argmax(per_structure))
     return {
         "rmse_e_mev_per_atom": float(np.sqrt(np.mean(np.square(energy_errors_per_atom)))) * EV_TO_MEV,
         "rmse_f_mev_per_a": float(np.sqrt(np.mean(np.concatenate(force_errors) ** 2))) * EV_TO_MEV,
+        "median_structure_f_mev_per_a": float(np.median(per_structure)),
+        "worst_structure_f_mev_per_a": float(per_structure[worst]),
+        "worst_structure": (rows or list(range(len(force_errors))))[worst],
         "structures": len(energy_errors_per_atom),
     }
 
@@ -46,14 +53,14 @@ def rmse_overall_and_by_domain(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """``{"overall": RMSEs over all rows, "by_domain": {config type: RMSEs}}`` of :func:`predictions` rows."""
     errors: dict[str, dict[str, list]] = {}
     for row in rows:
-        bucket = errors.setdefault(row["domain"], {"energy": [], "forces": []})
+        bucket = errors.setdefault(row["domain"], {"energy": [], "forces": [], "rows": []})
         bucket["energy"].append((row["energy"] - row["energy_ref"]) / row["atoms"])
         bucket["forces"].append((row["forces"] - row["forces_ref"]).ravel())
+        bucket["rows"].append(row["index"])
+    every = {key: [x for e in errors.values() for x in e[key]] for key in ("energy", "forces", "rows")}
     return {
-        "overall": rmse(
-            [x for e in errors.values() for x in e["energy"]], [x for e in errors.values() for x in e["forces"]]
-        ),
-        "by_domain": {domain: rmse(e["energy"], e["forces"]) for domain, e in errors.items()},
+        "overall": rmse(every["energy"], every["forces"], every["rows"]),
+        "by_domain": {domain: rmse(e["energy"], e["forces"], e["rows"]) for domain, e in errors.items()},
     }
 
 

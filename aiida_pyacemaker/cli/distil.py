@@ -27,6 +27,12 @@ def describe(node) -> list[str]:
             f"final test RMSE: forces {last['test_force_rmse_mev_per_a']:.1f} meV/A, "
             f"energy {last['test_energy_rmse_mev_per_atom']:.1f} meV/atom"
         )
+        if "test_worst_structure" in last:
+            lines.append(
+                f"  per structure: median force RMSE {last['test_median_structure_force_rmse_mev_per_a']:.1f} meV/A, "
+                f"worst {last['test_worst_structure_force_rmse_mev_per_a']:.1f} meV/A (test row "
+                f"{last['test_worst_structure']})"
+            )
     lines.append(f"final potential: AcePotentialData<{potential.pk}> ({fit.get('iterations', '?')} fit iterations)")
     return lines
 

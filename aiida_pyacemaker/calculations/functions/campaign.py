@@ -52,7 +52,12 @@ def summarise_campaign(settings: orm.Dict, **nodes) -> orm.Dict:
         if f"forgetting_{index:03d}" in nodes:
             forgetting = nodes[f"forgetting_{index:03d}"]
             record["test_force_rmse_mev_per_a"] = forgetting["overall"]["rmse_f_mev_per_a"]
-            record["test_energy_rmse_mev_per_atom"] = forgetting["overall"]["rmse_e_mev_per_atom"]
+            overall = forgetting["overall"]
+            record["test_energy_rmse_mev_per_atom"] = overall["rmse_e_mev_per_atom"]
+            if "worst_structure" in overall:
+                record["test_median_structure_force_rmse_mev_per_a"] = overall["median_structure_f_mev_per_a"]
+                record["test_worst_structure_force_rmse_mev_per_a"] = overall["worst_structure_f_mev_per_a"]
+                record["test_worst_structure"] = overall["worst_structure"]
             record["forgetting"] = forgetting.get("force_rmse_ratio", {})
         iterations.append(record)
     return orm.Dict({**settings.get_dict(), "dft_calls": total_calls, "per_iteration": iterations})
