@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from .distil import distil
+from .doctor import doctor
 from .setup import setup
 
 
@@ -16,3 +17,4 @@ def cli() -> None:
 
 cli.add_command(setup)
 cli.add_command(distil)
+cli.add_command(doctor)
