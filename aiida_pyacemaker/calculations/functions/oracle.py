@@ -97,12 +97,15 @@ def assemble_labels(structure_set: StructureSetData, routing: orm.ArrayData, **n
         if row not in dft_rows:
             routes[row] = "dft_failed"
     shift: dict[str, float] = {}
+    fitted_on = len(dft_rows)
     if dft_rows:
         dft_energies = [float(nodes[f"dft_parameters_{row:06d}"]["energy"]) for row in dft_rows]
         mace_energies = [mace_rows[row][0].record(mace_rows[row][1])["energy"] for row in dft_rows]
         shift = fit_energy_shift([composition(atoms[row]) for row in dft_rows], dft_energies, mace_energies)
-    elif "energy_reference" in nodes:
-        shift = dict(nodes["energy_reference"].get_dict().get("shift_per_atom", {}))
+    elif "energy_reference" in nodes:  # carried over: it keeps the count of DFT structures that fixed it
+        reference = nodes["energy_reference"].get_dict()
+        shift = dict(reference.get("shift_per_atom", {}))
+        fitted_on = int(reference.get("fitted_on_dft_structures", 0))
 
     labelled, sources, uncertainties, producers = [], [], [], []
     for row in np.flatnonzero(np.isin(routes, LABELLED_ROUTES)):
@@ -136,7 +139,7 @@ def assemble_labels(structure_set: StructureSetData, routing: orm.ArrayData, **n
     outcome.base.attributes.set("counts", route_counts(routes))
     outputs: dict[str, Any] = {
         "routing": outcome,
-        "energy_reference": orm.Dict(energy_reference_content(shift, len(dft_rows))),
+        "energy_reference": orm.Dict(energy_reference_content(shift, fitted_on)),
     }
     if labelled:
         uuids = [a.info.get("structure_uuid", "") for a in labelled]

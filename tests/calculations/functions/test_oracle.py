@@ -100,7 +100,7 @@ def test_without_dft_the_last_energy_reference_is_used(candidates):
     outputs = assemble_labels(candidates, decision["routing"], mace_chunk_00000=results, energy_reference=reference)
     assert outputs["routing"].base.attributes.get("counts")["over_budget"] == 2
     assert outputs["labelled"].get_array("energy").tolist() == pytest.approx([-32.0 + 0.8])
-    assert outputs["energy_reference"]["fitted_on_dft_structures"] == 0
+    assert outputs["energy_reference"]["fitted_on_dft_structures"] == 3  # carried over with its count
 
 
 def test_chunks_keep_the_row_order(candidates):
