@@ -142,8 +142,10 @@ class AcePotentialData(orm.Data):
         """
         from pyace import PyACECalculator
 
-        paths = self.write_files(tempfile.mkdtemp(prefix="ace-potential-"))
-        calculator = PyACECalculator(str(paths["yaml"]))
-        if active_set and "asi" in paths:
-            calculator.set_active_set(str(paths["asi"]))
+        # pyace reads the basis and the active set into memory: the files are not needed afterwards.
+        with tempfile.TemporaryDirectory(prefix="ace-potential-") as folder:
+            paths = self.write_files(folder)
+            calculator = PyACECalculator(str(paths["yaml"]))
+            if active_set and "asi" in paths:
+                calculator.set_active_set(str(paths["asi"]))
         return ReferencedAceCalculator(calculator, self.reference_energy) if total_energy else calculator
