@@ -39,8 +39,15 @@ else
     say "packages: all present"
 fi
 
-# pid file holds a live process?
-alive() { [ -s "$1" ] && $SUDO kill -0 "$($SUDO cat "$1")" 2>/dev/null; }
+# pid file holds a live process? A zombie (killed, never reaped: PID 1 of a container may not reap) is dead.
+alive() {
+    local pid state
+    [ -s "$1" ] || return 1
+    pid=$($SUDO cat "$1")
+    $SUDO kill -0 "$pid" 2>/dev/null || return 1
+    state=$(awk '/^State:/ {print $2}' "/proc/$pid/status" 2>/dev/null)
+    [ -n "$state" ] && [ "$state" != "Z" ]
+}
 
 # --- 2. munge ----------------------------------------------------------------------------------------------------
 if [ ! -s /etc/munge/munge.key ]; then
