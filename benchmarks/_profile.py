@@ -20,3 +20,10 @@ def temporary_profile(name: str = "bench", folder: str | None = None) -> str:
     for spec in PLUGIN_CODES:
         ensure_code(spec, computer)
     return folder
+
+
+def poll_interval() -> float:
+    """Seconds between two scheduler polls of the ``localhost`` computer: how late AiiDA may see a finished job."""
+    from aiida import orm
+
+    return float(orm.load_computer("localhost").get_minimum_job_poll_interval())
