@@ -85,6 +85,19 @@ def _open_ended(namespace: PortNamespace) -> bool:
     return namespace.dynamic and len(namespace) == 0
 
 
+def _port(namespace: PortNamespace, key: str, value: Any, name: str) -> Any:
+    """The port ``key`` of ``namespace`` (None in an open-ended namespace); ``ProtocolError`` naming ``name`` for a
+    key that is no port, or a non-mapping value for a namespace."""
+    if key not in namespace:
+        if _open_ended(namespace):
+            return None
+        raise ProtocolError(f"`{name}` is not an input; allowed here: {sorted(set(namespace) - {'metadata'})}")
+    port = namespace[key]
+    if isinstance(port, PortNamespace) and not isinstance(value, Mapping):
+        raise ProtocolError(f"`{name}` is a namespace: give a mapping, not {value!r}")
+    return port
+
+
 def check_override_keys(namespace: PortNamespace, overrides: Mapping[str, Any], path: str = "") -> None:
     """Raise ``ProtocolError`` naming the first key of ``overrides`` that is no port of ``namespace`` (nested).
 
@@ -94,16 +107,11 @@ def check_override_keys(namespace: PortNamespace, overrides: Mapping[str, Any], 
         name = f"{path}.{key}" if path else key
         if key in META_KEYS:
             continue
-        if key not in namespace:
-            if _open_ended(namespace):
-                continue
-            raise ProtocolError(f"`{name}` is not an input; allowed here: {sorted(set(namespace) - {'metadata'})}")
-        port = namespace[key]
-        if isinstance(port, PortNamespace):
-            if not isinstance(value, Mapping):
-                raise ProtocolError(f"`{name}` is a namespace: give a mapping, not {value!r}")
-            if key != "metadata":
-                check_override_keys(port, value, name)
+        port = _port(namespace, key, value, name)
+        if port is None:
+            continue
+        if isinstance(port, PortNamespace) and key != "metadata":
+            check_override_keys(port, value, name)
 
 
 def nested_builder(namespace: str, factory: Any, *args: Any, **kwargs: Any) -> Any:
@@ -137,15 +145,11 @@ def as_input_nodes(namespace: PortNamespace, values: Mapping[str, Any], path: st
     converted: dict[str, Any] = {}
     for key, value in values.items():
         name = f"{path}.{key}" if path else key
-        if key not in namespace:
-            if _open_ended(namespace):
-                converted[key] = value
-                continue
-            raise ProtocolError(f"`{name}` is not an input; allowed here: {sorted(namespace)}")
-        port = namespace[key]
+        port = _port(namespace, key, value, name)
+        if port is None:
+            converted[key] = value
+            continue
         if isinstance(port, PortNamespace):
-            if not isinstance(value, Mapping):
-                raise ProtocolError(f"`{name}` is a namespace: give a mapping, not {value!r}")
             non_db = getattr(port, "non_db", False) or key == "metadata"
             converted[key] = dict(value) if non_db else as_input_nodes(port, value, name)
             continue
