@@ -7,7 +7,7 @@ Example (paths are relative to the file)::
     prototypes:
       - bulk: {name: Si, crystalstructure: diamond, a: 5.43, cubic: true}
       - file: my_cells.xyz              # any file ASE reads; every frame is a prototype
-    committee: [../models/tiny-si/mace_si_tiny_s0.model, ../models/tiny-si/mace_si_tiny_s1.model]
+    teacher: ../models/si-foundation/mace_si_foundation.model  # or a list (a committee)
     test_set: held_out_dft.xyz          # optional; REF_energy / REF_forces (or calculator results), DFT labels
     codes: {mace: mace@localhost, pw: pw@localhost, pacemaker: pacemaker@localhost, mace_train: mace-train@localhost}
     overrides:                          # the ports of DistillationWorkChain, nested as they are
@@ -15,9 +15,11 @@ Example (paths are relative to the file)::
       oracle: {uncertainty_threshold: 0.08}
       training: {pacemaker: {pacemaker: {parameters: {maxiter: 300}}}}
 
-``codes.mace_train: null`` turns Phase 4 (fine-tuning) off. ``overrides`` follow the work chain's ports (one schema:
-``verdi plugin list aiida.workflows pyacemaker.distillation`` shows them); the children's protocols of the same name
-fill what is not given. Every error names the key and what it allows.
+``teacher`` is one MACE model (a foundation model: its uncertainty is the latent distance to the prototypes and
+the campaign's DFT structures) or a list of two or more (a committee: their spread); ``committee`` is the older
+name of the same key. ``codes.mace_train: null`` turns Phase 4 (fine-tuning) off. ``overrides`` follow the work
+chain's ports (one schema: ``verdi plugin list aiida.workflows pyacemaker.distillation`` shows them); the
+children's protocols of the same name fill what is not given. Every error names the key and what it allows.
 """
 
 from __future__ import annotations
@@ -29,8 +31,10 @@ import yaml
 
 from .protocols import ProtocolError, builder_inputs, check_override_keys
 
-REQUIRED = ("campaign", "prototypes", "committee")
-OPTIONAL = ("protocol", "test_set", "codes", "overrides", "pseudo_family")
+REQUIRED = ("campaign", "prototypes")
+#: Exactly one of these names the teacher (``committee`` is the older name).
+TEACHER_KEYS = ("teacher", "committee")
+OPTIONAL = ("protocol", "test_set", "codes", "overrides", "pseudo_family", *TEACHER_KEYS)
 DEFAULT_CODES = {
     "mace": "mace@localhost",
     "pw": "pw@localhost",
@@ -68,7 +72,11 @@ def check_config(content: Any, base: pathlib.Path) -> dict[str, Any]:
         raise ConfigError(f"unknown key(s) {unknown}; allowed: {sorted(REQUIRED + OPTIONAL)}")
     if missing := [key for key in REQUIRED if key not in content]:
         raise ConfigError(f"missing key(s) {missing}")
+    if len(given := [key for key in TEACHER_KEYS if key in content]) != 1:
+        raise ConfigError(f"give the teacher as exactly one of {list(TEACHER_KEYS)}, got {given or 'none'}")
     config = dict(content)
+    key = given[0]
+    config["teacher"] = _check_teacher(config.pop(key), base, key)
     if not isinstance(config["campaign"], str) or not config["campaign"].strip():
         raise ConfigError("campaign: give a non-empty name (a string)")
     protocols = _protocols()
@@ -76,7 +84,6 @@ def check_config(content: Any, base: pathlib.Path) -> dict[str, Any]:
     if config["protocol"] not in protocols:
         raise ConfigError(f"protocol: `{config['protocol']}` is not one of {sorted(protocols)}")
     config["prototypes"] = _check_prototypes(config["prototypes"], base)
-    config["committee"] = _check_committee(config["committee"], base)
     if config.get("test_set") is not None:
         config["test_set"] = _existing_file(config["test_set"], base, "test_set")
     config["codes"] = _check_codes(config.get("codes") or {})
@@ -113,12 +120,14 @@ def _check_prototypes(value: Any, base: pathlib.Path) -> list[dict[str, Any]]:
     return checked
 
 
-def _check_committee(value: Any, base: pathlib.Path) -> list[pathlib.Path | int]:
-    if not isinstance(value, list) or len(value) < 2:
-        raise ConfigError("committee: give two or more MACE models (file paths or node pks): one has no uncertainty")
+def _check_teacher(value: Any, base: pathlib.Path, key: str) -> list[pathlib.Path | int]:
+    """One model (a path or a node pk) or a list of them; every file must exist."""
+    items = value if isinstance(value, list) else [value]
+    if not items:
+        raise ConfigError(f"{key}: give one MACE model or a list of them (file paths or node pks)")
     return [
-        item if isinstance(item, int) and not isinstance(item, bool) else _existing_file(item, base, f"committee[{i}]")
-        for i, item in enumerate(value)
+        item if isinstance(item, int) and not isinstance(item, bool) else _existing_file(item, base, f"{key}[{i}]")
+        for i, item in enumerate(items)
     ]
 
 
@@ -181,15 +190,13 @@ def build_from_config(config: dict[str, Any]):
         except Exception as exception:
             raise ConfigError(f"codes.{key}: `{label}` is not a code of this profile ({exception})") from exception
     models: dict[str, Any] = {}
-    for index, item in enumerate(config["committee"]):
+    for index, item in enumerate(config["teacher"]):
         try:
             models[f"m{index}"] = orm.load_node(item) if isinstance(item, int) else MaceModelData.from_file(item)
         except (ValueError, OSError, NotExistent) as exception:
-            raise ConfigError(f"committee[{index}]: {exception}") from exception
+            raise ConfigError(f"teacher[{index}]: {exception}") from exception
         if not isinstance(models[f"m{index}"], MaceModelData):
-            raise ConfigError(
-                f"committee[{index}]: node {item} is a {type(models[f'm{index}']).__name__}, no MACE model"
-            )
+            raise ConfigError(f"teacher[{index}]: node {item} is a {type(models[f'm{index}']).__name__}, no MACE model")
     test_set = None
     if config.get("test_set"):
         test_set = LabelledStructuresData.from_atoms(list(read(config["test_set"], index=":")), source="dft")

@@ -1,5 +1,6 @@
 """Plots of a distillation campaign (matplotlib): parity against the held-out DFT set, learning curve over the
-iterations, and the histogram of committee uncertainties with both thresholds.
+iterations, the histogram of the teacher's (calibrated) uncertainties with both thresholds, and the calibration
+curve (the teacher's true largest force error on the DFT rows against its raw uncertainty, with the fitted map).
 
 Each ``*_figure`` function returns a ``Figure`` (a notebook shows it); ``write_campaign_plots`` writes them all as
 PNG files for a finished ``DistillationWorkChain``.
@@ -54,14 +55,35 @@ def learning_curve_figure(summary: dict[str, Any]) -> Figure:
     return figure
 
 
+def calibration_figure(calibration: dict[str, Any]) -> Figure:
+    """The calibration's points (raw uncertainty, true largest force error on DFT rows) and its fitted map."""
+    figure, axes = _figure((5.0, 4.0))
+    raw, error = np.asarray(calibration["raw"], dtype=float), np.asarray(calibration["error"], dtype=float)
+    floor = 1e-6
+    axes.scatter(np.maximum(raw, floor), np.maximum(error, floor), s=14, label=f"DFT rows ({len(raw)})")
+    grid = np.geomspace(max(float(raw.min()), floor) / 1.5, max(float(raw.max()), floor) * 1.5, 100)
+    fitted = calibration["prefactor"] * grid ** calibration["exponent"]
+    label = f"{calibration['prefactor']:.3g} u^{calibration['exponent']:.2f}"
+    axes.plot(grid, fitted, color="black", linewidth=1.0, label=label)
+    axes.set(
+        xscale="log",
+        yscale="log",
+        xlabel=f"raw uncertainty ({calibration['uncertainty_kind']})",
+        ylabel="true largest atomic force error (eV/A)",
+        title=f"Spearman {calibration['spearman']:.2f}" if calibration.get("spearman") is not None else None,
+    )
+    axes.legend()
+    return figure
+
+
 def uncertainty_figure(uncertainty: np.ndarray, accept: float, call_dft: float) -> Figure:
-    """Histogram of the finite committee uncertainties, with the acceptance and DFT thresholds."""
+    """Histogram of the finite (calibrated) uncertainties, with the acceptance and DFT thresholds."""
     figure, axes = _figure((5.5, 4.0))
     values = np.asarray(uncertainty, dtype=float)
     axes.hist(values[np.isfinite(values)], bins=40, color="tab:blue", alpha=0.8)
     axes.axvline(accept, color="tab:green", linestyle="--", label=f"accept <= {accept:g}")
     axes.axvline(call_dft, color="tab:red", linestyle="--", label=f"DFT > {call_dft:g}")
-    axes.set(xlabel="committee uncertainty (eV/A)", ylabel="structures")
+    axes.set(xlabel="teacher uncertainty (eV/A)", ylabel="structures")
     axes.legend()
     return figure
 
@@ -77,6 +99,8 @@ def campaign_figures(node) -> dict[str, Figure]:
     figures["uncertainty_histogram"] = uncertainty_figure(
         uncertainty, node.inputs.oracle.uncertainty_threshold.value, node.inputs.oracle.threshold_call_dft.value
     )
+    if "calibration" in node.outputs:
+        figures["calibration"] = calibration_figure(node.outputs.calibration.get_dict())
     if "test_set" in node.inputs:
         data = parity_data(predictions(node.outputs.potential, node.inputs.test_set))
         mean = float(np.mean(data["energy_ref"]))  # energies relative to the set's mean: readable axes

@@ -1,18 +1,25 @@
 """Distilled ACE versus ACE fitted on all-DFT labels of the same pool, same basis, on a held-out pw.x test set.
 
-1. A pool of Si candidates (8-atom cells: rattle, strain, vacancy; seeded; >= 500) and a held-out test set drawn
-   the same way with another seed. Both are labelled by real pw.x through the TieredOracleWorkChain with zero
-   thresholds (every structure to DFT): the all-DFT reference and the test set.
-2. The DistillationWorkChain on the same pool (same seed: the same structures) with the tiny committee, a DFT budget
-   of ``--budget`` calls, Phase 4 fine-tuning on; its pw.x calls are the reference's, taken from AiiDA's cache.
-3. ACE on all-DFT labels (PacemakerCalculation, the loop's basis and fit settings, as many iterations as the
-   loop's fits together). Both potentials are evaluated on the test set.
+1. A pool of Si candidates (8-atom cells: rattle, strain, vacancy; seeded) and a held-out test set drawn the same way
+   with another seed, both labelled once by real pw.x through the TieredOracleWorkChain (every row to DFT) and
+   shipped in ``benchmarks/data`` (``label_reference_sets.py`` makes them; the loop's settings, ``ORACLE``).
+2. The DistillationWorkChain on the same pool (same seed: the same structures) with the teacher (``--teacher``):
+   ``foundation`` (default): the shipped foundation-class model ``models/si-foundation``, ONE model, latent-distance
+   uncertainty, calibrated on the campaign's DFT rows, labelled with another pseudopotential than the campaign's
+   DFT (a systematic offset, as a real foundation model has); ``tiny-committee``: the three tiny models. A DFT
+   budget of ``--budget`` pw.x calls (run for real), Phase 4 fine-tuning on.
+3. ACE on all-DFT labels of the pool, and ACE on as many pw.x cells as the campaign used, drawn at random from the
+   pool (PacemakerCalculation, the loop's basis and fit settings, as many iterations as the loop's fits together).
+   All are evaluated on the test set.
 
-Last line: ``dft_fraction=<dft calls/pool> rmse_ratio=<distilled force rmse / all-dft force rmse>`` (targets:
-<= 0.05 and <= 1.2). Usage: python benchmarks/bench_distillation.py [--pool 500 --test 40 --budget 25
---workdir DIR] (the 540 DFT labels took 85 min on 2 cores; a rerun in the same --workdir reuses them).
-It also prints the teacher's own force error on the test set (the committee before and after fine-tuning) and
-both potentials' force RMSE per domain.
+Last line: ``dft_fraction=… rmse_ratio=… rmse_vs_budget_dft=… teacher_rmse_ratio=… uncertainty_spearman=…
+missed_error_share=…`` (targets <= 0.05, <= 1.2, <= 0.7, reported, >= 0.6, <= 0.05): pw.x calls / pool; distilled /
+all-DFT ACE test force RMSE; distilled / budget-matched random-DFT ACE; the teacher's own test force RMSE / all-DFT
+ACE's; Spearman rank correlation of the first oracle's calibrated uncertainty with the teacher's true largest atomic
+force error over the whole pool (every pool cell has its pw.x label); share of the cells the first oracle accepted
+whose true largest atomic force error exceeds twice the acceptance threshold.
+Usage: python benchmarks/bench_distillation.py [--teacher foundation|tiny-committee --pool 250 --test 40
+--budget 12 --workdir DIR]
 """
 
 from __future__ import annotations
@@ -24,12 +31,11 @@ import time
 
 from _profile import temporary_profile
 
-TINY_SI = pathlib.Path(__file__).resolve().parent.parent / "models" / "tiny-si"
-#: The DFT settings of both arms and the test set: 20/160 Ry (total force within 1 % of 30/240 Ry on a rattled
-#: cell), k-spacing 0.6 1/A (2x2x2 for the 8-atom cell), conv_thr 1e-8 Ry, 3 bands per atom. pw.x's default band
-#: count made PwBaseWorkChain restart about a third of the cells for insufficient bands (measured: 620 pw.x
-#: runs for the first 364 cells), so the bands are set up front.
-#: Bands now come from the pseudopotentials' valence electrons (24 for Si8, as before).
+MODELS = pathlib.Path(__file__).resolve().parent.parent / "models"
+TINY_SI = MODELS / "tiny-si"
+FOUNDATION = MODELS / "si-foundation" / "mace_si_foundation.model"
+#: The DFT settings of the loop and of the shipped reference labels: 20/160 Ry (total force within 1 % of 30/240 Ry on
+#: a rattled cell), k-spacing 0.6 1/A (2x2x2 for the 8-atom cell), conv_thr 1e-8 Ry; bands from the valence electrons.
 ORACLE = {
     "max_concurrent_dft": 2,
     "meta_parameters": {"dft_cutoff_stringency": "low"},
@@ -39,6 +45,7 @@ ORACLE = {
     },
 }
 POOL_SEED, TEST_SEED = 2026, 4242
+BUDGET_DRAW_SEED = 7
 
 
 def policies(total: int) -> dict:
@@ -51,56 +58,25 @@ def policies(total: int) -> dict:
     }
 
 
-def all_dft_labels(structures, codes: dict, dft_inputs: dict, committee: dict):
-    """Every structure through the oracle with zero thresholds: all labelled by pw.x (MACE only routes).
-
-    A rerun in the same ``--workdir`` takes the labels of an earlier all-DFT oracle on the same structures (matched
-    by fingerprints) instead of walking hundreds of cached pw.x calls again."""
-    from aiida import orm
-    from aiida.engine import run_get_node
-
-    from aiida_pyacemaker.workflows.tiered_oracle import TieredOracleWorkChain
-
-    earlier = earlier_all_dft_oracle(structures)
-    if earlier is not None:
-        print(f"all-DFT labels of {len(structures)} structures from {earlier.process_label}<{earlier.pk}>", flush=True)
-        return earlier.outputs.labelled
-    _, node = run_get_node(
-        TieredOracleWorkChain,
-        structures=structures,
-        mace={"mace": {"code": codes["mace"], "models": committee}},
-        dft=dft_inputs,
-        uncertainty_threshold=orm.Float(0.0),
-        threshold_call_dft=orm.Float(0.0),
-        max_concurrent_dft=orm.Int(2),
-    )
-    assert node.is_finished_ok, node.exit_message
-    counts = node.outputs.routing.base.attributes.get("counts")
-    print(f"all-DFT labels: {counts}", flush=True)
-    return node.outputs.labelled
-
-
-def earlier_all_dft_oracle(structures):
-    """A finished oracle of this profile that sent every structure of a set like ``structures`` (the same
-    fingerprints, row by row) to DFT."""
+def shipped_labels(kind: str, size: int, expected: list):
+    """The shipped pw.x labels of the pool or test set, checked row by row against the structures drawn here."""
     import numpy as np
-    from aiida import orm
+    from ase.io import read
+    from label_reference_sets import reference_path
 
-    query = orm.QueryBuilder()
-    query.append(
-        orm.WorkflowNode,
-        filters={"attributes.process_label": "TieredOracleWorkChain", "attributes.exit_status": 0},
-        project="*",
-    )
-    wanted = structures.get_array("fingerprints")
-    for (node,) in query.iterall():
-        zero = node.inputs.threshold_call_dft.value == 0.0 and node.inputs.uncertainty_threshold.value == 0.0
-        if zero and np.array_equal(node.inputs.structures.get_array("fingerprints"), wanted):
-            return node
-    return None
+    from aiida_pyacemaker.data import LabelledStructuresData
+
+    path = reference_path(kind, size)
+    if not path.exists():
+        raise SystemExit(f"{path} is missing: run python benchmarks/label_reference_sets.py --pool {size}")
+    frames = read(path, index=":")
+    assert len(frames) == len(expected), f"{path}: {len(frames)} rows for {len(expected)} structures"
+    for frame, atoms in zip(frames, expected, strict=True):
+        assert np.allclose(frame.positions, atoms.positions, atol=1e-6), f"{path}: the structures differ"
+    return LabelledStructuresData.from_atoms(frames, source="dft")
 
 
-def fit_all_dft(labelled, parameters: dict, code):
+def fit(labelled, parameters: dict, code):
     from aiida import orm
     from aiida.engine import run_get_node
 
@@ -111,8 +87,8 @@ def fit_all_dft(labelled, parameters: dict, code):
     return node.outputs.potential
 
 
-def committee_force_rmse(models, test_set) -> float:
-    """Force RMSE (meV/A) of a committee's mean on the test set: the teacher's own error, the floor of its labels."""
+def teacher_force_rmse(models, test_set) -> float:
+    """Force RMSE (meV/A) of the teacher (a committee's mean, or one model) on the test set."""
     import numpy as np
     from mace.calculators import MACECalculator
 
@@ -131,23 +107,61 @@ def committee_force_rmse(models, test_set) -> float:
     return float(np.sqrt(np.mean(np.concatenate(errors) ** 2))) * 1000.0
 
 
+def uncertainty_quality(oracle, pool_labels, accept: float) -> tuple[float, float]:
+    """(Spearman of calibrated uncertainty with the teacher's true largest force error over the pool's usable rows,
+    share of accepted rows whose true error exceeds twice ``accept``), from the first oracle and the pool labels."""
+    import numpy as np
+
+    from aiida_pyacemaker.calibration import largest_force_error, spearman
+
+    (teacher,) = [n for n in oracle.called if n.process_label == "MaceBaseWorkChain"]
+    results = teacher.outputs.results
+    routing = oracle.outputs.routing
+    uncertainty, routes = routing.get_array("uncertainty"), routing.get_array("route")
+    reference = pool_labels.to_atoms()
+    errors = np.array(
+        [largest_force_error(results.record(row)["forces"], reference[row].get_forces()) for row in range(len(routes))]
+    )
+    usable = np.isfinite(uncertainty)
+    accepted = routes == "mace"
+    missed = float((errors[accepted] > 2 * accept).mean()) if accepted.any() else 0.0
+    print(
+        f"first oracle: {int(accepted.sum())} accepted, true largest force error of the accepted: median "
+        f"{np.median(errors[accepted]) if accepted.any() else float('nan'):.3f}, max "
+        f"{errors[accepted].max() if accepted.any() else float('nan'):.3f} eV/A (threshold {accept})"
+    )
+    return spearman(uncertainty[usable], errors[usable]), missed
+
+
+def teacher_models(name: str) -> dict:
+    from aiida_pyacemaker.data import MaceModelData
+
+    if name == "foundation":
+        if not FOUNDATION.exists():
+            raise SystemExit(f"{FOUNDATION} is missing: run python scripts/build_foundation_model.py")
+        return {"foundation": MaceModelData.from_file(FOUNDATION)}
+    return {f"m{i}": MaceModelData.from_file(p) for i, p in enumerate(sorted(TINY_SI.glob("*.model")))}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pool", type=int, default=500)
+    parser.add_argument("--teacher", choices=["foundation", "tiny-committee"], default="foundation")
+    parser.add_argument("--pool", type=int, default=250)
     parser.add_argument("--test", type=int, default=40)
-    parser.add_argument("--budget", type=int, default=25)
+    parser.add_argument("--budget", type=int, default=12)
     parser.add_argument("--workdir", default=None, help="AIIDA_PATH to keep (reruns take pw.x from the cache)")
     args = parser.parse_args()
     temporary_profile("bench-distillation", args.workdir)
 
+    import numpy as np
     from aiida import orm
+    from aiida.engine import run_get_node
     from aiida.manage import get_manager
     from ase.build import bulk
 
     from aiida_pyacemaker.candidates import make_candidates
-    from aiida_pyacemaker.data import MaceModelData, StructureSetData
+    from aiida_pyacemaker.data import LabelledStructuresData, StructureSetData
     from aiida_pyacemaker.evaluation import evaluate
-    from aiida_pyacemaker.protocols import builder_inputs
     from aiida_pyacemaker.setup.caching import ensure_caching
     from aiida_pyacemaker.setup.pseudos import DEFAULT_FAMILY, ensure_pseudo_family
     from aiida_pyacemaker.workflows.distillation import DistillationWorkChain
@@ -155,8 +169,11 @@ def main() -> None:
     ensure_caching(get_manager().get_profile().name)
     ensure_pseudo_family(DEFAULT_FAMILY)
     codes = {name: orm.load_code(f"{name}@localhost") for name in ("mace", "pw", "pacemaker", "mace-train")}
-    committee = {f"m{i}": MaceModelData.from_file(p) for i, p in enumerate(sorted(TINY_SI.glob("*.model")))}
+    teacher = teacher_models(args.teacher)
     prototype = bulk("Si", "diamond", a=5.43, cubic=True)
+    pool_atoms = make_candidates([prototype], policies(args.pool), POOL_SEED)
+    test_set = shipped_labels("test", args.test, make_candidates([prototype], policies(args.test), TEST_SEED)).store()
+    pool_labels = shipped_labels("pool", args.pool, pool_atoms).store()
     overrides = {
         "pool": {"seed": POOL_SEED, "policies": policies(args.pool)},
         "dft_budget": args.budget,
@@ -169,70 +186,69 @@ def main() -> None:
     }
     builder = DistillationWorkChain.get_builder_from_protocol(
         StructureSetData.from_atoms([prototype]),
-        committee,
+        teacher,
         codes["mace"],
         codes["pw"],
         codes["pacemaker"],
-        campaign=f"bench-{time.time():.0f}",
+        campaign=f"bench-{args.teacher}-{time.time():.0f}",
         mace_train_code=codes["mace-train"],
         overrides=overrides,
     )
-    dft_inputs = builder_inputs(builder.oracle.dft)
-
-    start = time.perf_counter()
-    test_set = all_dft_labels(
-        StructureSetData.from_atoms(make_candidates([prototype], policies(args.test), TEST_SEED)).store(),
-        codes,
-        dft_inputs,
-        committee,
-    )
-    pool = StructureSetData.from_atoms(make_candidates([prototype], policies(args.pool), POOL_SEED)).store()
-    reference_labels = all_dft_labels(pool, codes, dft_inputs, committee)
-    print(f"DFT labels of pool + test set: {time.perf_counter() - start:.0f} s", flush=True)
-
-    from aiida.engine import run_get_node
-
     builder.test_set = test_set
     start = time.perf_counter()
     _, loop = run_get_node(builder)
     assert loop.is_finished_ok, (loop.exit_status, loop.exit_message)
     summary = loop.outputs.summary.get_dict()
-    print(f"distillation: {time.perf_counter() - start:.0f} s, {summary['stop_reason']}", flush=True)
+    print(f"distillation ({args.teacher}): {time.perf_counter() - start:.0f} s, {summary['stop_reason']}", flush=True)
     for record in summary["per_iteration"]:
         print(f"  iteration {record['iteration']}: {record['routes']} test F {record['test_force_rmse_mev_per_a']:.1f}")
     oracles = sorted((n for n in loop.called if n.process_label == "TieredOracleWorkChain"), key=lambda n: n.pk)
-    same = oracles[0].inputs.structures.get_array("fingerprints") == pool.get_array("fingerprints")
+    same = oracles[0].inputs.structures.get_array("fingerprints") == pool_labels.get_array("fingerprints")
     assert same.all(), "the loop's pool differs from the reference pool"
+    if "calibration" in loop.outputs:
+        calibration = loop.outputs.calibration.get_dict()
+        print(
+            f"calibration ({calibration['uncertainty_kind']}, {calibration['points']} DFT rows): error = "
+            f"{calibration['prefactor']:.3g} * u^{calibration['exponent']:.3g} eV/A"
+        )
 
     fits = [n for n in loop.called_descendants if n.process_label == "PacemakerCalculation"]
     parameters = dict(builder.training.pacemaker.pacemaker.parameters.get_dict())  # type: ignore[union-attr]
     parameters["maxiter"] = sum(n.outputs.metrics["iterations"] for n in fits)
-    reference = fit_all_dft(reference_labels, parameters, codes["pacemaker"])
+    all_dft = fit(pool_labels, parameters, codes["pacemaker"])
+    calls = summary["dft_calls"]
+    drawn = np.sort(np.random.default_rng(BUDGET_DRAW_SEED).choice(len(pool_labels), size=calls, replace=False))
+    budget_dft = fit(LabelledStructuresData.gather([(pool_labels, drawn)]), parameters, codes["pacemaker"])
 
     measured = {
         "distilled": evaluate(loop.outputs.potential, test_set),
-        "all-DFT": evaluate(reference, test_set),
+        "all-DFT": evaluate(all_dft, test_set),
+        f"random {calls} DFT": evaluate(budget_dft, test_set),
     }
-    distilled, all_dft = measured["distilled"]["overall"], measured["all-DFT"]["overall"]
+    rmse = {name: value["overall"]["rmse_f_mev_per_a"] for name, value in measured.items()}
+    teacher_rmse = teacher_force_rmse(teacher.values(), test_set)
     tuned = sorted(
         (n for n in loop.called_descendants if n.process_label == "MaceTrainCalculation"), key=lambda n: n.pk
     )
-    teacher = f"MACE committee F {committee_force_rmse(committee.values(), test_set):.1f} meV/A"
-    if tuned:
-        last = [model for node in tuned[-len(committee) :] for model in node.outputs.models.values()]
-        teacher += f", fine-tuned {committee_force_rmse(last, test_set):.1f} meV/A"
-    print(f"teacher on the test set: {teacher}")
-    for name, rmse in measured.items():
-        by_domain = ", ".join(f"{d} {r['rmse_f_mev_per_a']:.1f}" for d, r in sorted(rmse["by_domain"].items()))
-        print(f"{name} F by domain (meV/A): {by_domain}")
-    dft_fraction = summary["dft_calls"] / args.pool
+    line = f"teacher on the test set: {teacher_rmse:.1f} meV/A"
+    if "committee" in loop.outputs:
+        line += f", fine-tuned {teacher_force_rmse(loop.outputs.committee.values(), test_set):.1f} meV/A"
+    print(line + f" ({len(tuned)} fine-tuning jobs)")
+    for name, result in measured.items():
+        by_domain = ", ".join(f"{d} {r['rmse_f_mev_per_a']:.1f}" for d, r in sorted(result["by_domain"].items()))
+        overall = result["overall"]
+        print(
+            f"{name}: F {overall['rmse_f_mev_per_a']:.1f} meV/A, E {overall['rmse_e_mev_per_atom']:.1f} meV/atom; "
+            f"F by domain (meV/A): {by_domain}"
+        )
+    accept = oracles[0].inputs.uncertainty_threshold.value
+    rho, missed = uncertainty_quality(oracles[0], pool_labels, accept)
     print(f"pool={args.pool} test={len(test_set)} budget={args.budget} fit_iterations={parameters['maxiter']}")
     print(
-        f"distilled: F {distilled['rmse_f_mev_per_a']:.1f} meV/A E {distilled['rmse_e_mev_per_atom']:.1f} meV/atom; "
-        f"all-DFT: F {all_dft['rmse_f_mev_per_a']:.1f} meV/A E {all_dft['rmse_e_mev_per_atom']:.1f} meV/atom"
-    )
-    print(
-        f"dft_fraction={dft_fraction:.3f} rmse_ratio={distilled['rmse_f_mev_per_a'] / all_dft['rmse_f_mev_per_a']:.3f}"
+        f"dft_fraction={calls / args.pool:.3f} rmse_ratio={rmse['distilled'] / rmse['all-DFT']:.3f} "
+        f"rmse_vs_budget_dft={rmse['distilled'] / rmse[f'random {calls} DFT']:.3f} "
+        f"teacher_rmse_ratio={teacher_rmse / rmse['all-DFT']:.3f} uncertainty_spearman={rho:.3f} "
+        f"missed_error_share={missed:.3f}"
     )
 
 

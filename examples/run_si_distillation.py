@@ -1,4 +1,4 @@
-"""Main job: distil the tiny Si MACE committee and a few real pw.x calculations into an ACE potential.
+"""Main job: distil one foundation-class MACE model and a few real pw.x calculations into an ACE potential.
 
 Submits ``DistillationWorkChain`` (protocol ``fast``, campaign file ``examples/si_distillation.yaml``) to the
 daemon of the profile that ``aiida-pyacemaker setup`` made, waits, prints what the loop did (DFT calls, labels

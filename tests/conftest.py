@@ -65,6 +65,7 @@ def generate_structure() -> Callable:
 
 
 TINY_SI = pathlib.Path(__file__).resolve().parent.parent / "models" / "tiny-si"
+FOUNDATION = pathlib.Path(__file__).resolve().parent.parent / "models" / "si-foundation"
 
 
 @pytest.fixture
@@ -96,6 +97,16 @@ def tiny_committee() -> dict:
     paths = sorted(TINY_SI.glob("mace_si_tiny_s*.model"))
     assert len(paths) == 3, f"tiny committee missing in {TINY_SI}: run scripts/build_tiny_committee.py"
     return {f"m{index}": MaceModelData.from_file(path) for index, path in enumerate(paths)}
+
+
+@pytest.fixture
+def foundation_model():
+    """The committed foundation-class Si model (``models/si-foundation``): ONE MACE model, as a user brings."""
+    from aiida_pyacemaker.data import MaceModelData
+
+    path = FOUNDATION / "mace_si_foundation.model"
+    assert path.is_file(), f"{path} missing: run scripts/build_foundation_model.py"
+    return MaceModelData.from_file(path)
 
 
 @pytest.fixture

@@ -39,3 +39,15 @@ def test_parity_data_is_per_atom_and_per_component():
     data = parity_data([row(0, "a", 0.5, atoms=3)])
     assert data["energy_ref"].tolist() == pytest.approx([-10.0 / 3])
     assert data["forces_ace"].shape == (9,) and data["forces_ref"].shape == (9,)
+
+
+def test_extrapolation_grades_flag_structures_and_missing_grades_add_nothing():
+    rows = [row(0, "rattle", 0.01), row(1, "rattle", 0.03), row(2, "vacancy", 3.0)]
+    for item, gamma in zip(rows, (0.7, 3.0, 42.0), strict=True):
+        item["max_gamma"] = gamma
+    overall = rmse_overall_and_by_domain(rows)["overall"]
+    assert overall["max_gamma"] == 42.0 and overall["worst_structure_gamma"] == 42.0
+    assert overall["extrapolating_structures"] == [2]  # above GAMMA_EXTRAPOLATING (5)
+    for item in rows:
+        item["max_gamma"] = float("nan")  # a potential without active set
+    assert "max_gamma" not in rmse_overall_and_by_domain(rows)["overall"]

@@ -31,7 +31,7 @@ def test_tutorial_notebook_executes(tmp_path, monkeypatch):
     text = "".join(outputs)
     assert "DistillationWorkChain<" in text and "exit status 0" in text
     assert "-> E_DFT =" in text  # structures sent to DFT were found through the graph
-    assert "true max force error" in text
+    assert "true max force error" in text and "calibration: error =" in text
     assert "rows, by label source" in text
     images = [
         o

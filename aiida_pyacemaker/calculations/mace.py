@@ -20,10 +20,12 @@ from .common import copy_executable, set_serial_defaults
 
 SCRIPT = "mace_committee.py"
 STRUCTURES_FILE = "structures.xyz"
+REFERENCE_FILE = "reference.xyz"
 RESULTS_FILE = "results.npz"
 ERROR_FILE = "error.json"
 STDOUT_FILE = "aiida.out"
 
+UNCERTAINTY_KINDS = ("auto", "committee", "latent")
 #: Allowed ``parameters`` keys: (type, check, description of the allowed values).
 PARAMETERS: dict[str, tuple[type | tuple[type, ...], Any, str]] = {
     "device": (str, lambda v: v in ("cpu", "cuda") or v.startswith("cuda:"), "cpu, cuda or cuda:N"),
@@ -34,6 +36,16 @@ PARAMETERS: dict[str, tuple[type | tuple[type, ...], Any, str]] = {
     "isolation_distance": ((int, float), lambda v: v >= 0, "a distance >= 0 (A); 0 means the models' r_max"),
     "threads": (int, lambda v: v >= 0, "an integer >= 0 (0: torch's default)"),
     "screen_timeout": ((int, float), lambda v: v > 0, "seconds > 0 of screening per structure (then: timeout)"),
+    "uncertainty": (
+        str,
+        lambda v: v in UNCERTAINTY_KINDS,
+        "auto (committee spread with two or more models, else latent distance), committee or latent",
+    ),
+    "length_scale": (
+        (int, float),
+        lambda v: v > 0,
+        "a length > 0 (A) turning energy/atom and stress spreads into eV/A",
+    ),
 }
 DEFAULT_PARAMETERS: dict[str, Any] = {
     "device": "cpu",
@@ -44,6 +56,8 @@ DEFAULT_PARAMETERS: dict[str, Any] = {
     "isolation_distance": 0.0,
     "threads": 0,
     "screen_timeout": 60.0,
+    "uncertainty": "auto",
+    "length_scale": 5.0,
 }
 
 
@@ -70,14 +84,47 @@ def validate_models(value: dict, _) -> str | None:
     return None
 
 
+def uncertainty_kind(models: int, parameters: orm.Dict | None) -> str:
+    """The uncertainty a job computes: ``committee`` or ``latent`` (``auto`` resolved by the number of models)."""
+    kind = (parameters.get_dict() if parameters is not None else {}).get("uncertainty", "auto")
+    if kind == "auto":
+        return "committee" if models > 1 else "latent"
+    return kind
+
+
+def validate_uncertainty(inputs: dict[str, Any]) -> str | None:
+    """A committee spread needs two models; a latent distance needs reference structures."""
+    kind = uncertainty_kind(len(inputs.get("models", {})), inputs.get("parameters"))
+    if kind == "committee" and len(inputs.get("models", {})) < 2:
+        return "parameters.uncertainty = committee needs two or more models (a single model: `latent`)"
+    if kind == "latent" and "reference_structures" not in inputs:
+        return (
+            "a single model (or parameters.uncertainty = latent) needs `reference_structures`: its uncertainty is the "
+            "latent distance to them"
+        )
+    return None
+
+
 def validate_inputs(inputs: dict[str, Any], ctx) -> str | None:
-    """Exactly one of ``structures`` (a few nodes) and ``structure_set`` (many structures in one node)."""
+    """Exactly one of ``structures`` (a few nodes) and ``structure_set`` (many structures in one node); an
+    uncertainty that the models and reference can give."""
+    if "models" in ctx and (message := validate_uncertainty(inputs)):
+        return message
     if any(name not in ctx for name in ("structures", "structure_set")):
         return None  # exposed by a work chain that supplies the structures itself
     given = [name for name in ("structures", "structure_set") if inputs.get(name) not in (None, {})]
     if len(given) != 1:
         return "give the structures either as `structures` (StructureData nodes) or as one `structure_set`"
     return None
+
+
+def geometry_only(atoms_list: list) -> list:
+    """The structures without masses, info or labels (positions, numbers, cell, pbc)."""
+    for atoms in atoms_list:
+        atoms.calc = None
+        atoms.info = {}
+        atoms.arrays = {name: atoms.arrays[name] for name in ("numbers", "positions")}
+    return atoms_list
 
 
 class MaceCalculation(CalcJob):
@@ -104,6 +151,13 @@ class MaceCalculation(CalcJob):
             valid_type=StructureSetData,
             required=False,
             help="Many structures in one node; results rows follow its rows.",
+        )
+        spec.input(
+            "reference_structures",
+            valid_type=StructureSetData,
+            required=False,
+            help="Structures whose atoms span the known domain: the latent-distance uncertainty is measured to them "
+            "(e.g. the prototypes and the campaign's DFT structures). Needed for a single model.",
         )
         spec.inputs.validator = validate_inputs
         spec.input(
@@ -151,12 +205,14 @@ class MaceCalculation(CalcJob):
             **DEFAULT_PARAMETERS,
             **(self.inputs.parameters.get_dict() if "parameters" in self.inputs else {}),
         }
-        atoms_list = self.input_atoms()
-        for atoms in atoms_list:  # geometry only: both input forms write the same file (no masses, no info)
-            atoms.info = {}
-            atoms.arrays = {name: atoms.arrays[name] for name in ("numbers", "positions")}
+        atoms_list = geometry_only(self.input_atoms())  # both input forms write the same file
         with folder.open(STRUCTURES_FILE, "w") as handle:
             write(handle, atoms_list, format="extxyz")
+        reference = []
+        if "reference_structures" in self.inputs:
+            with folder.open(REFERENCE_FILE, "w") as handle:
+                write(handle, geometry_only(self.inputs.reference_structures.to_atoms()), format="extxyz")
+            reference = ["--reference", REFERENCE_FILE]
         copy_executable(folder, SCRIPT)
 
         local_copy_list = []
@@ -176,6 +232,7 @@ class MaceCalculation(CalcJob):
             *model_paths,
             "--output",
             RESULTS_FILE,
+            *reference,
             *(f"--{key.replace('_', '-')}={value}" for key, value in sorted(parameters.items())),
         ]
         codeinfo.stdout_name = STDOUT_FILE

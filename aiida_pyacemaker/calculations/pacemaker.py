@@ -81,6 +81,14 @@ PARAMETER_CHECKS: dict[str, tuple[Any, str]] = {
         f"a mapping of scipy.optimize.minimize options from {OPTIMIZER_OPTIONS} to numbers, 0 < c1 < c2 < 1",
     ),
     "repulsion": (lambda v: v in ("auto", "none"), "auto (ZBL inner core from the data) or none"),
+    "zbl_inner_margin": (
+        lambda v: isinstance(v, (int, float)) and 0 <= v <= 1,
+        "a distance in [0, 1] A below the data's shortest pair where the ACE-to-ZBL blend starts (0: pacemaker's)",
+    ),
+    "zbl_blend_width": (
+        lambda v: isinstance(v, (int, float)) and 0 < v <= 1,
+        "a width in (0, 1] A over which ACE is blended into ZBL (0.1: pacemaker's)",
+    ),
 }
 
 
@@ -303,6 +311,9 @@ class PacemakerCalculation(CalcJob):
             )
         if parameters.get("active_set"):
             driver_args.append("--active-set")
+        for key in ("zbl_inner_margin", "zbl_blend_width"):
+            if key in parameters:
+                driver_args.append(f"--{key.replace('_', '-')}={float(parameters[key])}")
         content = build_input_yaml(
             parameters, training.elements, "test_set" in self.inputs, warm_start, reference_energy, ladder
         )

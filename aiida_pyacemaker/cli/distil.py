@@ -33,6 +33,20 @@ def describe(node) -> list[str]:
                 f"worst {last['test_worst_structure_force_rmse_mev_per_a']:.1f} meV/A (test row "
                 f"{last['test_worst_structure']})"
             )
+        if "test_max_gamma" in last:
+            flagged = last["test_extrapolating_structures"]
+            lines.append(
+                f"  extrapolation grade on the test set: largest gamma {last['test_max_gamma']:.2f}; "
+                f"{len(flagged)} extrapolating test rows {flagged}"
+            )
+    if "calibration" in node.outputs:
+        calibration = node.outputs.calibration.get_dict()
+        rho = calibration.get("spearman")
+        lines.append(
+            f"teacher uncertainty ({calibration['uncertainty_kind']}) calibrated on {calibration['points']} DFT rows: "
+            f"error = {calibration['prefactor']:.3g} * u^{calibration['exponent']:.2f} eV/A"
+            + (f", Spearman {rho:.2f}" if rho is not None else "")
+        )
     lines.append(f"final potential: AcePotentialData<{potential.pk}> ({fit.get('iterations', '?')} fit iterations)")
     return lines
 

@@ -26,6 +26,8 @@ RESULT_ARRAYS = (
     "energy_std_per_atom",
     "mean_force_std",
 )
+#: Arrays of the uncertainty that newer versions of the script write (results without them still parse).
+UNCERTAINTY_ARRAYS = ("force_std", "stress_std", "committee_uncertainty", "latent_distance")
 
 
 class MaceResultsData(orm.ArrayData):
@@ -62,7 +64,13 @@ class MaceResultsData(orm.ArrayData):
             "uncertainty": float(self.get_array("uncertainty")[row]),
             "energy_std_per_atom": float(self.get_array("energy_std_per_atom")[row]),
             "mean_force_std": float(self.get_array("mean_force_std")[row]),
+            **{name: float(self.get_array(name)[row]) for name in UNCERTAINTY_ARRAYS if name in self.get_arraynames()},
         }
+
+    @property
+    def uncertainty_kind(self) -> str:
+        """``committee`` (spread of the models) or ``latent`` (distance to the reference structures)."""
+        return self.base.attributes.get("uncertainty_kind", "committee")
 
     def for_structure(self, structure: orm.StructureData | str) -> dict[str, Any]:
         """All results of one input structure."""

@@ -5,11 +5,23 @@ Reads an extended XYZ file, writes ``results.npz`` with, per structure: status, 
 eV), forces (eV/A, concatenated over structures, see ``atom_offsets``), stress (eV/A^3, ASE sign convention,
 NaN for non-periodic cells), per-model energies and forces, and the uncertainty:
 
-* ``uncertainty``: max over atoms of |std over models of the atom's force vector| (eV/A);
+* ``force_std``: max over atoms of |std over models of the atom's force vector| (eV/A);
 * ``energy_std_per_atom``: std over models of the energy / number of atoms (eV/atom);
-* ``mean_force_std``: mean over atoms of the same per-atom force std (eV/A).
+* ``stress_std``: Frobenius norm of the std over models of the stress tensor (eV/A^3; NaN for a cluster);
+* ``mean_force_std``: mean over atoms of the per-atom force std (eV/A);
+* ``committee_uncertainty``: the largest of ``force_std``, ``energy_std_per_atom / L`` and
+  ``stress_std * volume per atom / L`` (eV/A, ``L = --length-scale``, 5 A, about a cutoff): the force spread alone
+  is blind to a symmetric structure (a compressed perfect crystal has zero force on every model), the energy and
+  stress are not;
+* ``latent_distance`` (with ``--reference``): the largest, over atoms, distance of an atom's invariant MACE node
+  features (first model, every interaction layer) to the nearest atom of the same element in the reference
+  structures, features standardised by the reference's mean and std, divided by sqrt(number of features). It
+  needs one model only: the uncertainty of a single foundation model;
+* ``uncertainty``: the routing value: ``committee_uncertainty`` or ``latent_distance`` (``--uncertainty``;
+  ``auto`` takes the committee with two or more models, else the latent distance).
 
-Std is the population std (ddof=0). With one model the uncertainty is undefined: NaN, never zero.
+Std is the population std (ddof=0). An uncertainty that cannot be computed (one model without a reference) is NaN,
+never zero.
 A structure that cannot be trusted gets a status other than ``ok`` and uncertainty = inf; the rest of the
 batch is unaffected. Statuses: ok, empty, nonfinite, unknown_element, degenerate_cell (a periodic cell with a
 near-zero height or volume, or so many periodic images within the cutoff that a neighbour search could not end),
@@ -206,8 +218,8 @@ def build_batches(model, structures: list, batches: list[list[int]], device: str
     return graph_batches
 
 
-def evaluate_model(model, graph_batches: list, batches: list[list[int]]) -> dict[int, tuple]:
-    """Energy, forces and stress of one model for every structure index in ``batches``."""
+def evaluate_model(model, graph_batches: list, batches: list[list[int]], features: bool = False) -> dict[int, tuple]:
+    """Energy, forces, stress (and with ``features`` the invariant node features) of one model per structure."""
     results: dict[int, tuple] = {}
     for batch_indices, batch in zip(batches, graph_batches, strict=True):
         # A fresh copy per model: the forward pass attaches gradients to positions and cell.
@@ -216,33 +228,113 @@ def evaluate_model(model, graph_batches: list, batches: list[list[int]]) -> dict
         energies = output["energy"].detach().cpu().numpy()
         forces = output["forces"].detach().cpu().numpy()
         stresses = output["stress"].detach().cpu().numpy() if output.get("stress") is not None else None
+        node_features = invariant_features(model, output["node_feats"]).detach().cpu().numpy() if features else None
         pointer = batch["ptr"].cpu().numpy()
         for position, index in enumerate(batch_indices):
             stress = stresses[position] if stresses is not None else np.full((3, 3), np.nan)
-            results[index] = (energies[position], forces[pointer[position] : pointer[position + 1]], stress)
+            atoms = slice(pointer[position], pointer[position + 1])
+            latent = node_features[atoms] if node_features is not None else None
+            results[index] = (energies[position], forces[atoms], stress, latent)
     return results
 
 
-def committee_statistics(forces_per_model: np.ndarray, energies: np.ndarray, n_atoms: int) -> tuple[float, ...]:
-    """(uncertainty, energy std per atom, mean force std); NaN for a single model."""
+COMMITTEE_COLUMNS = ("force_std", "energy_std_per_atom", "stress_std", "mean_force_std", "committee_uncertainty")
+
+
+def committee_statistics(
+    forces_per_model: np.ndarray, energies: np.ndarray, stresses: np.ndarray, volume: float, length_scale: float
+) -> dict[str, float]:
+    """The spreads of one structure over the models (``COMMITTEE_COLUMNS``); NaN for a single model.
+
+    ``stresses``: (models, 3, 3) in eV/A^3, NaN for a cluster; ``volume`` in A^3 (NaN for a cluster)."""
     if forces_per_model.shape[0] < 2:
-        return (np.nan, np.nan, np.nan)
+        return dict.fromkeys(COMMITTEE_COLUMNS, np.nan)
+    n_atoms = forces_per_model.shape[1]
     per_atom = np.linalg.norm(forces_per_model.std(axis=0), axis=1)
-    return (float(per_atom.max()), float(energies.std() / n_atoms), float(per_atom.mean()))
+    stress_std = float(np.linalg.norm(stresses.std(axis=0)))
+    energy_term = float(energies.std() / n_atoms) / length_scale
+    stress_term = stress_std * volume / n_atoms / length_scale if np.isfinite(stress_std * volume) else 0.0
+    return {
+        "force_std": float(per_atom.max()),
+        "energy_std_per_atom": float(energies.std() / n_atoms),
+        "stress_std": stress_std,
+        "mean_force_std": float(per_atom.mean()),
+        "committee_uncertainty": max(float(per_atom.max()), energy_term, stress_term),
+    }
+
+
+def invariant_features(model, node_feats):
+    """The invariant part of MACE's ``node_feats`` (every interaction layer), as mace's ``get_descriptors`` takes it."""
+    from e3nn import o3
+    from mace.modules.utils import extract_invariant
+
+    irreps = o3.Irreps(str(model.products[0].linear.irreps_out))
+    l_max = irreps.lmax
+    features = irreps.dim // (l_max + 1) ** 2
+    return extract_invariant(node_feats, num_layers=int(model.num_interactions), num_features=features, l_max=l_max)
+
+
+class LatentReference:
+    """The reference atoms' invariant features per element, standardised; nearest-neighbour distances to them."""
+
+    def __init__(self, features: np.ndarray, numbers: np.ndarray) -> None:
+        self.mean = features.mean(axis=0)
+        spread = features.std(axis=0)
+        self.scale = np.where(spread > 1e-8 * max(float(spread.max()), 1e-300), spread, 1.0)
+        self.by_element = {int(z): self.standardise(features[numbers == z]) for z in np.unique(numbers)}
+
+    def standardise(self, features: np.ndarray) -> np.ndarray:
+        return (features - self.mean) / self.scale / np.sqrt(features.shape[1])
+
+    def distances(self, features: np.ndarray, numbers: np.ndarray, chunk: int = 2048) -> np.ndarray:
+        """Per atom: distance to the nearest reference atom of the same element (inf for an element without any)."""
+        query = self.standardise(features)
+        result = np.full(len(query), np.inf)
+        for z, reference in self.by_element.items():
+            rows = np.flatnonzero(numbers == z)
+            reference_norms = (reference**2).sum(axis=1)
+            for start in range(0, len(rows), chunk):
+                block = query[rows[start : start + chunk]]
+                squared = (block**2).sum(axis=1)[:, None] + reference_norms[None, :] - 2.0 * block @ reference.T
+                result[rows[start : start + chunk]] = np.sqrt(np.maximum(squared.min(axis=1), 0.0))
+        return result
+
+
+def read_structures(path: str) -> list:
+    from ase.io import read
+
+    try:
+        return list(read(path, index=":", format="extxyz"))
+    except Exception as exception:
+        fail("input_unreadable", f"{path}: {type(exception).__name__}: {exception}", EXIT_INPUT_UNREADABLE)
+        raise  # unreachable: fail exits
+
+
+def reference_latent(model, path: str, args: argparse.Namespace, known: set[int]) -> LatentReference:
+    """The invariant features of every atom of the reference structures (rows of unknown elements are skipped)."""
+    structures = [atoms for atoms in read_structures(path) if len(atoms) and set(atoms.numbers.tolist()) <= known]
+    if not structures:
+        fail("input_unreadable", f"{path}: no reference structure with elements the model knows", EXIT_INPUT_UNREADABLE)
+    sizes = np.array([len(atoms) for atoms in structures], dtype=int)
+    batches = make_batches(sizes, args.batch_size, args.max_batch_atoms)
+    evaluated = evaluate_model(model, build_batches(model, structures, batches, args.device, args.dtype), batches, True)
+    features = np.concatenate([evaluated[index][3] for index in range(len(structures))])
+    numbers = np.concatenate([atoms.numbers for atoms in structures])
+    return LatentReference(features, numbers)
 
 
 def run(args: argparse.Namespace) -> dict[str, np.ndarray]:
     import torch
-    from ase.io import read
 
     torch.set_num_threads(args.threads) if args.threads else None
-    try:
-        structures = list(read(args.structures, index=":", format="extxyz"))
-    except Exception as exception:
-        fail("input_unreadable", f"{args.structures}: {type(exception).__name__}: {exception}", EXIT_INPUT_UNREADABLE)
+    structures = read_structures(args.structures)
     models = load_models(args.models, args.device, args.dtype)
     known = set.intersection(*(set(int(z) for z in model.atomic_numbers) for model in models))
     isolation = args.isolation_distance or min(float(model.r_max) for model in models)
+    kind = args.uncertainty if args.uncertainty != "auto" else ("committee" if len(models) > 1 else "latent")
+    if kind == "latent" and not args.reference:
+        fail("input_unreadable", "the latent-distance uncertainty needs --reference structures", EXIT_INPUT_UNREADABLE)
+    reference = reference_latent(models[0], args.reference, args, known) if args.reference else None
 
     n_structures, n_models = len(structures), len(models)
     sizes = np.array([len(atoms) for atoms in structures], dtype=int)
@@ -257,30 +349,43 @@ def run(args: argparse.Namespace) -> dict[str, np.ndarray]:
     energy_per_model = np.full((n_models, n_structures), np.nan)
     forces_per_model = np.full((n_models, offsets[-1], 3), np.nan)
     stress_per_model = np.full((n_models, n_structures, 3, 3), np.nan)
+    latent_distance = np.full(n_structures, np.inf)
     graph_cache: dict[tuple, list] = {}
     for m, model in enumerate(models):
         key = graph_key(model)
         if key not in graph_cache:
             graph_cache[key] = build_batches(model, structures, batches, args.device, args.dtype)
-        for index, (energy, forces, stress) in evaluate_model(model, graph_cache[key], batches).items():
+        evaluated = evaluate_model(model, graph_cache[key], batches, features=m == 0 and reference is not None)
+        for index, (energy, forces, stress, features) in evaluated.items():
             energy_per_model[m, index] = energy
             forces_per_model[m, offsets[index] : offsets[index + 1]] = forces
             stress_per_model[m, index] = stress
+            if features is not None and reference is not None:
+                latent_distance[index] = float(reference.distances(features, structures[index].numbers).max())
+    for index, atoms in enumerate(structures):
+        if not all(atoms.pbc):
+            stress_per_model[:, index] = np.nan
 
-    uncertainty = np.full(n_structures, np.inf)
-    energy_std_per_atom = np.full(n_structures, np.inf)
-    mean_force_std = np.full(n_structures, np.inf)
+    columns = {name: np.full(n_structures, np.inf) for name in COMMITTEE_COLUMNS}
     for index in ok:
         atom_slice = slice(offsets[index], offsets[index + 1])
         if not (np.isfinite(energy_per_model[:, index]).all() and np.isfinite(forces_per_model[:, atom_slice]).all()):
             status[index] = "nonfinite"
+            latent_distance[index] = np.inf
             continue
-        uncertainty[index], energy_std_per_atom[index], mean_force_std[index] = committee_statistics(
-            forces_per_model[:, atom_slice], energy_per_model[:, index], int(sizes[index])
+        volume = structures[index].get_volume() if all(structures[index].pbc) else np.nan
+        statistics = committee_statistics(
+            forces_per_model[:, atom_slice],
+            energy_per_model[:, index],
+            stress_per_model[:, index],
+            volume,
+            args.length_scale,
         )
-    for index, atoms in enumerate(structures):
-        if not all(atoms.pbc):
-            stress_per_model[:, index] = np.nan
+        for name, value in statistics.items():
+            columns[name][index] = value
+    if reference is None:
+        latent_distance[status == "ok"] = np.nan
+    uncertainty = columns["committee_uncertainty"] if kind == "committee" else latent_distance
     return {
         "status": status,
         "n_atoms": sizes,
@@ -290,9 +395,10 @@ def run(args: argparse.Namespace) -> dict[str, np.ndarray]:
         "stress": stress_per_model.mean(axis=0),
         "energy_per_model": energy_per_model,
         "forces_per_model": forces_per_model,
-        "uncertainty": uncertainty,
-        "energy_std_per_atom": energy_std_per_atom,
-        "mean_force_std": mean_force_std,
+        "uncertainty": uncertainty.copy(),
+        "uncertainty_kind": np.array(kind),
+        "latent_distance": latent_distance,
+        **columns,
     }
 
 
@@ -310,6 +416,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=0, help="torch threads; 0 keeps torch's default")
     parser.add_argument(
         "--screen-timeout", type=float, default=60.0, help="seconds of screening per structure before status timeout"
+    )
+    parser.add_argument("--reference", default=None, help="extended XYZ of reference structures (latent distance)")
+    parser.add_argument(
+        "--uncertainty", default="auto", choices=["auto", "committee", "latent"], help="the routing uncertainty"
+    )
+    parser.add_argument(
+        "--length-scale", type=float, default=5.0, help="A: turns energy/atom and stress spreads into eV/A"
     )
     return parser.parse_args(argv)
 

@@ -22,7 +22,7 @@ from aiida.engine import CalcJob, ExitCode
 from aiida.parsers import Parser
 
 from ..calculations.mace import ERROR_FILE, RESULTS_FILE, MaceCalculation
-from ..data.committee_results import RESULT_ARRAYS, MaceResultsData
+from ..data.committee_results import RESULT_ARRAYS, UNCERTAINTY_ARRAYS, MaceResultsData
 
 FATAL_ERRORS = {"model_unreadable": "ERROR_MODEL_UNREADABLE", "input_unreadable": "ERROR_INPUT_UNREADABLE"}
 
@@ -73,6 +73,8 @@ class MaceParser(Parser):
         try:
             with retrieved.base.repository.open(RESULTS_FILE, "rb") as handle, np.load(handle) as archive:
                 arrays = {name: archive[name] for name in RESULT_ARRAYS}
+                arrays.update({name: archive[name] for name in UNCERTAINTY_ARRAYS if name in archive.files})
+                kind = str(archive["uncertainty_kind"]) if "uncertainty_kind" in archive.files else "committee"
         except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exception:
             self.logger.error(f"cannot read {RESULTS_FILE}: {exception}")
             return self.exit_codes.ERROR_OUTPUT_CORRUPT
@@ -88,6 +90,7 @@ class MaceParser(Parser):
         statuses, counts = np.unique(arrays["status"], return_counts=True)
         results.base.attributes.set("num_structures", len(keys))
         results.base.attributes.set("num_models", int(arrays["energy_per_model"].shape[0]))
+        results.base.attributes.set("uncertainty_kind", kind)
         results.base.attributes.set("status_counts", {str(s): int(c) for s, c in zip(statuses, counts, strict=True)})
         self.out("results", results)
         return None

@@ -8,9 +8,16 @@ The four phases of a campaign (names used in code, docs and reports):
 - **Phase 2, validation**: the potential's physics against the teacher and DFT (not part of this work chain yet).
 - **Phase 3, exploration**: MD with the current ACE where it extrapolates (not part of this work chain yet).
 - **Phase 4, hierarchical fine-tuning**: later iterations fine-tune the teacher on every DFT structure of the
-  campaign (``MaceTrainBaseWorkChain``, one per committee member), refit its energy reference on those structures
-  (``MaceBaseWorkChain``), label surrogate perturbations around the last DFT structures with it and delta-update ACE
-  (warm start, replay). Without the ``fine_tune`` namespace a later iteration draws a fresh pool instead.
+  campaign (``MaceTrainBaseWorkChain``, one per committee member; a single foundation model with
+  ``fine_tune.committee_size`` >= 2 gives that many copies with different seeds: a committee derived from it),
+  refit its energy reference on those structures (``MaceBaseWorkChain``), relabel every row the old teacher
+  labelled, label surrogate perturbations around the last DFT structures with it and delta-update ACE (warm start,
+  replay) on the new and the relabelled rows. Without the ``fine_tune`` namespace a later iteration draws a fresh
+  pool instead.
+
+The teacher is a committee or one model. A single model's uncertainty is its latent distance to the prototypes and
+the campaign's DFT structures (a reference set that grows with them). The oracle calibrates the uncertainty on DFT
+rows (``calibration_size`` rows first, then every DFT row); the calibration is carried from one oracle to the next.
 
 The loop stops when the DFT budget is spent, the test force RMSE reaches the target, nothing was above the DFT
 threshold, or after ``max_iterations``.
@@ -22,8 +29,17 @@ from typing import Any
 
 from aiida import orm
 from aiida.engine import ToContext, WorkChain, if_, while_
+from plumpy.ports import PortNamespace
 
-from ..calculations.functions.campaign import fit_reference, generate_candidates, select_source, summarise_campaign
+from ..calculations.functions.campaign import (
+    fit_reference,
+    generate_candidates,
+    merge_labelled,
+    relabel,
+    select_source,
+    summarise_campaign,
+    teacher_reference,
+)
 from ..calculations.mace_train import training_rows
 from ..candidates import validate_policies
 from ..data.ace_potential import AcePotentialData
@@ -44,7 +60,7 @@ run_if: Any = if_
 #: At least this many DFT structures before the committee is fine-tuned on them.
 MIN_FINE_TUNE_STRUCTURES = 2
 #: Inputs of the children that the loop sets itself, per iteration.
-ORACLE_SET_BY_LOOP = ("structures", "energy_reference", "max_dft_calls")
+ORACLE_SET_BY_LOOP = ("structures", "energy_reference", "max_dft_calls", "calibration")
 TRAINING_SET_BY_LOOP = ("campaign", "new_structures", "previous_potential", "test_set")
 FINE_TUNE_SET_BY_LOOP = (
     "mace_train.training_set",
@@ -131,6 +147,19 @@ class DistillationWorkChain(ProtocolMixin, WorkChain):
             namespace_options={"required": False, "populate_defaults": False, "help": "Phase 4; off when absent."},
         )
         spec.input("fine_tune.surrogates", valid_type=orm.Dict, validator=validate_surrogates)
+        spec.input(
+            "fine_tune.committee_size",
+            valid_type=orm.Int,
+            default=lambda: orm.Int(0),
+            help="With a single teacher model: fine-tune this many copies (seeds 0..n-1), a committee derived from "
+            "it. 0 or 1: one fine-tuned model per teacher model.",
+        )
+        spec.input(
+            "fine_tune.relabel",
+            valid_type=orm.Bool,
+            default=lambda: orm.Bool(True),
+            help="Relabel the rows the old teacher labelled with the fine-tuned one before the delta update.",
+        )
         spec.inputs.validator = validate_inputs
         spec.outline(
             cls.setup,
@@ -139,6 +168,7 @@ class DistillationWorkChain(ProtocolMixin, WorkChain):
                     cls.fine_tune_committee,
                     cls.calibrate_committee,
                     cls.inspect_calibration,
+                    run_if(cls.should_relabel)(cls.relabel_teacher_rows, cls.inspect_relabelling),
                 ),
                 cls.generate_structures,
                 cls.label,
@@ -150,12 +180,14 @@ class DistillationWorkChain(ProtocolMixin, WorkChain):
         spec.output("potential", valid_type=AcePotentialData, help="The final ACE potential.")
         spec.output("summary", valid_type=orm.Dict, help="Per iteration: routes, DFT calls, test RMSE, forgetting.")
         spec.output("energy_reference", valid_type=orm.Dict)
+        spec.output("calibration", valid_type=orm.Dict, required=False, help="The teacher's last calibration.")
         spec.output_namespace("committee", valid_type=MaceModelData, dynamic=True, help="The fine-tuned committee.")
         spec.exit_code(420, "ERROR_ORACLE_FAILED", message="TieredOracleWorkChain<{pk}> failed: {message}")
         spec.exit_code(421, "ERROR_NOTHING_LABELLED", message="The first pool gave no labelled structure: {message}")
         spec.exit_code(422, "ERROR_TRAINING_FAILED", message="IncrementalTrainingWorkChain<{pk}> failed: {message}")
         spec.exit_code(423, "ERROR_FINE_TUNE_FAILED", message="MaceTrainBaseWorkChain<{pk}> failed: {message}")
         spec.exit_code(424, "ERROR_CALIBRATION_FAILED", message="MaceBaseWorkChain<{pk}> failed: {message}")
+        spec.exit_code(426, "ERROR_RELABELLING_FAILED", message="MaceBaseWorkChain<{pk}> failed: {message}")
         spec.exit_code(
             425,
             "ERROR_POTENTIAL_UNUSABLE",
@@ -207,6 +239,7 @@ class DistillationWorkChain(ProtocolMixin, WorkChain):
         )
         fine_tune = inputs.pop("fine_tune", {})
         surrogates = fine_tune.pop("surrogates", None)
+        fine_tune_loop_inputs = {key: fine_tune.pop(key) for key in ("committee_size", "relabel") if key in fine_tune}
         builder = cls.get_builder()
         for key, value in as_input_nodes(cls.spec().inputs, inputs).items():
             builder[key] = value
@@ -214,7 +247,10 @@ class DistillationWorkChain(ProtocolMixin, WorkChain):
         builder.prototypes = prototypes
         if test_set is not None:
             builder.test_set = test_set
-        builder.oracle = without(builder_inputs(oracle), *ORACLE_SET_BY_LOOP)
+        oracle_inputs = without(builder_inputs(oracle), *ORACLE_SET_BY_LOOP)
+        if len(models) == 1:  # a single model's latent distance: to every prototype (the loop adds the DFT rows)
+            oracle_inputs["mace"]["mace"]["reference_structures"] = prototypes
+        builder.oracle = oracle_inputs
         builder.training = without(builder_inputs(training), *TRAINING_SET_BY_LOOP)
         if mace_train_code is not None:
             member = next(iter(models.values()))  # any member: the builder picks the fine-tuning hyperparameters
@@ -230,7 +266,10 @@ class DistillationWorkChain(ProtocolMixin, WorkChain):
             tune_inputs["mace_train"] = without(
                 tune_inputs["mace_train"], *(p.split(".")[1] for p in FINE_TUNE_SET_BY_LOOP)
             )
-            builder.fine_tune = {**tune_inputs, "surrogates": orm.Dict(surrogates or {})}
+            namespace = cls.spec().inputs["fine_tune"]
+            assert isinstance(namespace, PortNamespace)
+            extra = as_input_nodes(namespace, fine_tune_loop_inputs)
+            builder.fine_tune = {**tune_inputs, **extra, "surrogates": orm.Dict(surrogates or {})}
         return builder
 
     def setup(self):
@@ -280,34 +319,44 @@ class DistillationWorkChain(ProtocolMixin, WorkChain):
         return True
 
     def fine_tune_committee(self):
-        """One ``MaceTrainBaseWorkChain`` per member, each from its own model (members stay different)."""
+        """One ``MaceTrainBaseWorkChain`` per new member, each from its own teacher model (members stay different);
+        a single teacher with ``committee_size`` >= 2 gives that many copies with different seeds."""
         inputs = self.exposed_inputs(MaceTrainBaseWorkChain, namespace="fine_tune")
         parameters = inputs["mace_train"]["parameters"].get_dict()
         rows = training_rows(len(self.ctx.dft_set), parameters.get("valid_fraction"))
         if int(parameters.get("batch_size", 10)) > rows:  # a few DFT structures: smaller batches, not a failure
             parameters["batch_size"] = rows
             self.report(f"fine-tuning batch_size lowered to {rows}: only {rows} training structures")
+        self.ctx.fine_tune_plan = self.fine_tune_plan()
         futures = {}
-        for index, (key, model) in enumerate(sorted(self.ctx.committee.items())):
+        for key, (source, seed) in sorted(self.ctx.fine_tune_plan.items()):
             member = {
                 **inputs["mace_train"],
                 "parameters": orm.Dict(parameters),
                 "training_set": self.ctx.dft_set,
-                "foundation_model": model,
-                "seeds": orm.List([index]),
+                "foundation_model": self.ctx.committee[source],
+                "seeds": orm.List([seed]),
             }
             futures[f"fine_tune_{key}"] = self.submit(MaceTrainBaseWorkChain, **{**inputs, "mace_train": member})
-        self.report(f"Phase 4: fine-tuning {len(futures)} committee members on {len(self.ctx.dft_set)} DFT structures")
+        self.report(f"Phase 4: fine-tuning {len(futures)} teacher models on {len(self.ctx.dft_set)} DFT structures")
         return ToContext(**futures)
 
+    def fine_tune_plan(self) -> dict[str, tuple[str, int]]:
+        """New member key -> (teacher member it starts from, seed)."""
+        size = self.inputs.fine_tune.committee_size.value
+        members = sorted(self.ctx.committee)
+        if len(members) == 1 and size >= 2:
+            return {f"m{seed}": (members[0], seed) for seed in range(size)}
+        return {key: (key, index) for index, key in enumerate(members)}
+
     def calibrate_committee(self):
-        """The fine-tuned committee on the DFT structures: its energy reference comes from these results."""
+        """The fine-tuned teacher on the DFT structures: its energy reference comes from these results."""
         committee = {}
-        for index, key in enumerate(sorted(self.ctx.committee)):
+        for key, (_, seed) in sorted(self.ctx.fine_tune_plan.items()):
             node = self.ctx[f"fine_tune_{key}"]
             if not node.is_finished_ok:
                 return self.exit_codes.ERROR_FINE_TUNE_FAILED.format(pk=node.pk, message=node.exit_message or "")
-            committee[key] = node.outputs.models[f"s{index}"]
+            committee[key] = node.outputs.models[f"s{seed}"]
         self.ctx.committee = committee
         self.ctx.fine_tuned = True
         inputs = self._teacher_inputs()
@@ -319,7 +368,32 @@ class DistillationWorkChain(ProtocolMixin, WorkChain):
         if not node.is_finished_ok:
             return self.exit_codes.ERROR_CALIBRATION_FAILED.format(pk=node.pk, message=node.exit_message or "")
         self.ctx.energy_reference = fit_reference(self.ctx.dft_set, node.outputs.results)
-        self.report(f"fine-tuned committee: energy shift {self.ctx.energy_reference['shift_per_atom']} eV/atom")
+        self.report(f"fine-tuned teacher: energy shift {self.ctx.energy_reference['shift_per_atom']} eV/atom")
+        return None
+
+    def should_relabel(self) -> bool:
+        if not self.inputs.fine_tune.relabel.value:
+            return False
+        selected = select_source(orm.Str("mace"), **self.ctx.labelled)
+        if "selected" not in selected:
+            return False
+        self.ctx.teacher_rows = selected["selected"]
+        return True
+
+    def relabel_teacher_rows(self):
+        """The fine-tuned teacher on every row the old teacher labelled."""
+        inputs = self._teacher_inputs()
+        inputs["mace"]["structure_set"] = self.ctx.teacher_rows
+        self.report(f"Phase 4: relabelling {len(self.ctx.teacher_rows)} teacher-labelled rows with the fine-tuned one")
+        return ToContext(relabelling=self.submit(MaceBaseWorkChain, **inputs))
+
+    def inspect_relabelling(self):
+        node = self.ctx.relabelling
+        if not node.is_finished_ok:
+            return self.exit_codes.ERROR_RELABELLING_FAILED.format(pk=node.pk, message=node.exit_message or "")
+        outputs = relabel(self.ctx.teacher_rows, node.outputs.results, self.ctx.energy_reference)
+        if "relabelled" in outputs:
+            self.ctx.relabelled = outputs["relabelled"]
         return None
 
     def generate_structures(self):
@@ -338,6 +412,8 @@ class DistillationWorkChain(ProtocolMixin, WorkChain):
     def label(self):
         inputs = self.exposed_inputs(TieredOracleWorkChain, namespace="oracle")
         inputs["mace"] = self._teacher_inputs()
+        if "uncertainty_calibration" in self.ctx:
+            inputs["calibration"] = self.ctx.uncertainty_calibration
         inputs["max_dft_calls"] = orm.Int(max(self.inputs.dft_budget.value - self.ctx.dft_calls, 0))
         if inputs["max_dft_calls"].value == 0:
             inputs.pop("dft", None)
@@ -353,6 +429,8 @@ class DistillationWorkChain(ProtocolMixin, WorkChain):
         self.ctx.last_counts = counts
         self.ctx.dft_calls += dft_calls(counts)
         self.ctx.energy_reference = node.outputs.energy_reference
+        if "calibration" in node.outputs:
+            self.ctx.uncertainty_calibration = node.outputs.calibration
         self.ctx.records[f"routing_{self.ctx.iteration:03d}"] = node.outputs.routing
         self.report(
             f"iteration {self.ctx.iteration}: structures by route {counts}; "
@@ -377,9 +455,10 @@ class DistillationWorkChain(ProtocolMixin, WorkChain):
 
     def fit(self):
         inputs = self.exposed_inputs(IncrementalTrainingWorkChain, namespace="training")
-        inputs.update(
-            campaign=self.inputs.campaign, new_structures=self.ctx.labelled[f"iteration_{self.ctx.iteration:03d}"]
-        )
+        new = self.ctx.labelled[f"iteration_{self.ctx.iteration:03d}"]
+        if "relabelled" in self.ctx:  # Phase 4: the old teacher's rows with the fine-tuned teacher's labels
+            new = merge_labelled(new=new, relabelled=self.ctx.pop("relabelled"))
+        inputs.update(campaign=self.inputs.campaign, new_structures=new)
         if "potential" in self.ctx:
             inputs["previous_potential"] = self.ctx.potential
         if "test_set" in self.inputs:
@@ -399,6 +478,12 @@ class DistillationWorkChain(ProtocolMixin, WorkChain):
             self.ctx.records[f"forgetting_{index}"] = forgetting
             self.ctx.test_force_rmse = forgetting["overall"]["rmse_f_mev_per_a"]
             message += f"; test force RMSE {self.ctx.test_force_rmse:.1f} meV/A"
+            overall = forgetting["overall"]
+            message += f" (median structure {overall['median_structure_f_mev_per_a']:.1f}, worst "
+            message += f"{overall['worst_structure_f_mev_per_a']:.1f}: test row {overall['worst_structure']})"
+            if "max_gamma" in overall:
+                flagged = overall["extrapolating_structures"]
+                message += f"; largest gamma {overall['max_gamma']:.2f}, {len(flagged)} extrapolating test rows"
             if "force_rmse_ratio" in forgetting:
                 ratios = {domain: round(value, 3) for domain, value in forgetting["force_rmse_ratio"].items()}
                 message += f"; forgetting (after/before) {ratios}"
@@ -415,6 +500,8 @@ class DistillationWorkChain(ProtocolMixin, WorkChain):
         self.out("summary", summary)
         self.out("potential", self.ctx.potential)
         self.out("energy_reference", self.ctx.energy_reference)
+        if "uncertainty_calibration" in self.ctx:
+            self.out("calibration", self.ctx.uncertainty_calibration)
         if self.ctx.fine_tuned:
             self.out("committee", self.ctx.committee)
         self.report(
@@ -433,6 +520,13 @@ class DistillationWorkChain(ProtocolMixin, WorkChain):
         return None
 
     def _teacher_inputs(self) -> dict[str, Any]:
-        """The oracle's ``MaceBaseWorkChain`` inputs with the current committee."""
+        """The oracle's ``MaceBaseWorkChain`` inputs with the current teacher and its reference structures: the given
+        ones (by default the prototypes) and the campaign's DFT structures (the latent distance is measured to them)."""
         inputs = self.exposed_inputs(TieredOracleWorkChain, namespace="oracle")["mace"]
-        return {**inputs, "mace": {**inputs["mace"], "models": self.ctx.committee}}
+        mace = {**inputs["mace"], "models": self.ctx.committee}
+        dft = select_source(orm.Str("dft"), **self.ctx.labelled) if self.ctx.labelled else {}
+        key = f"reference_{len(dft['selected']) if 'selected' in dft else 0}"
+        if key not in self.ctx:  # one node per size of the DFT set, not one per call
+            self.ctx[key] = teacher_reference(mace.get("reference_structures", self.inputs.prototypes), **dft)
+        mace["reference_structures"] = self.ctx[key]
+        return {**inputs, "mace": mace}

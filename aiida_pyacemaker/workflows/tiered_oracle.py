@@ -1,6 +1,11 @@
 """``TieredOracleWorkChain``: label structures with the teacher (MACE) first, and with DFT only where it is unsure.
 
-The routing decision is made once, by the ``route_structures`` calcfunction; every DFT calculation descends from it.
+The teacher is a committee (its spread is the uncertainty) or a single model (the latent distance of its atoms to
+``mace.mace.reference_structures``). The thresholds apply to the calibrated uncertainty, an estimate of the teacher's
+true largest atomic force error (eV/A, ``aiida_pyacemaker.calibration``): the ``calibration`` input, or, without
+one, a calibration fitted first on ``calibration_size`` rows that DFT labels, spread over the raw uncertainty's
+range. Every oracle outputs its calibration refitted with all its DFT rows. The routing decision is made once, by the
+``route_structures`` calcfunction; every DFT calculation descends from it (or from the calibration selection).
 """
 
 from __future__ import annotations
@@ -8,14 +13,16 @@ from __future__ import annotations
 from typing import Any
 
 from aiida import orm
-from aiida.engine import ToContext, WorkChain, while_
+from aiida.engine import ToContext, WorkChain, if_, while_
 from aiida_quantumespresso.workflows.pw.base import PwBaseWorkChain
 
 from ..calculations.functions.oracle import (
     DFT_ROW_PREFIX,
     UNLABELLED_OUTPUTS,
     assemble_labels,
+    calibrate_teacher,
     route_structures,
+    select_calibration_rows,
     split_structure_set,
 )
 from ..data.labelled_structures import LabelledStructuresData
@@ -33,6 +40,10 @@ from ..protocols import (
 from ..routing import MIDDLE_BAND_POLICIES, validate_thresholds
 from .mace.base import MaceBaseWorkChain
 
+# aiida's annotations accept only ``WorkChain`` methods in conditionals, not a subclass's: untyped aliases.
+loop_while: Any = while_
+run_if: Any = if_
+
 
 def validate_inputs(inputs: dict[str, Any], _) -> str | None:
     budget = inputs["max_dft_calls"].value if "max_dft_calls" in inputs else None
@@ -44,8 +55,8 @@ def validate_inputs(inputs: dict[str, Any], _) -> str | None:
     )
     if message:
         return message
-    if len(inputs["mace"]["mace"]["models"]) < 2:
-        return "mace.mace.models: routing needs a committee of two or more models (one model has no uncertainty)"
+    if "calibration_size" in inputs and inputs["calibration_size"].value < 0:
+        return f"calibration_size must be >= 0, got {inputs['calibration_size'].value}"
     share = inputs.get("max_dft_failure_share")
     if share is not None and not 0 <= share.value <= 1:
         return f"max_dft_failure_share must be in [0, 1], got {share.value}"
@@ -88,16 +99,37 @@ class TieredOracleWorkChain(ProtocolMixin, WorkChain):
             default=lambda: orm.Float(0.5),
             help="Fail (exit 402) when more than this share of the DFT rows fail; always when every one fails.",
         )
+        spec.input(
+            "calibration",
+            valid_type=orm.Dict,
+            required=False,
+            help="Maps the teacher's raw uncertainty to its expected largest force error (eV/A); refitted and output.",
+        )
+        spec.input(
+            "calibration_size",
+            valid_type=orm.Int,
+            default=lambda: orm.Int(0),
+            help="Without a `calibration` (or with one of another kind of uncertainty): DFT labels this many rows "
+            "first, spread over the uncertainty's range, to fit one (they count against the budget). 0: thresholds "
+            "apply to the raw uncertainty.",
+        )
         spec.inputs.validator = validate_inputs
         spec.outline(
             cls.run_teacher,
+            cls.inspect_teacher,
+            run_if(cls.should_calibrate)(
+                cls.select_calibration_rows,
+                loop_while(cls.dft_pending)(cls.run_dft_batch, cls.inspect_dft_batch),
+                cls.calibrate,
+            ),
             cls.route,
-            while_(cls.dft_pending)(cls.run_dft_batch, cls.inspect_dft_batch),  # type: ignore[arg-type]
+            loop_while(cls.dft_pending)(cls.run_dft_batch, cls.inspect_dft_batch),
             cls.assemble,
         )
         spec.output("labelled", valid_type=LabelledStructuresData, required=False)
         spec.output("routing", valid_type=orm.ArrayData, help="route, uncertainty and status of every input row")
         spec.output("energy_reference", valid_type=orm.Dict)
+        spec.output("calibration", valid_type=orm.Dict, required=False, help="Refitted with this oracle's DFT rows.")
         for name in UNLABELLED_OUTPUTS:
             spec.output(name, valid_type=StructureSetData, required=False)
         spec.exit_code(401, "ERROR_MACE_FAILED", message="The teacher failed: {message}")
@@ -140,7 +172,11 @@ class TieredOracleWorkChain(ProtocolMixin, WorkChain):
         builder = cls.get_builder()
         for key, value in as_input_nodes(cls.spec().inputs, inputs).items():
             builder[key] = value
-        builder.mace = builder_inputs(teacher)
+        teacher_inputs = builder_inputs(teacher)
+        if len(models) == 1 and structure is not None and "reference_structures" not in teacher_inputs["mace"]:
+            # a single model's uncertainty is its latent distance: to the representative structure by default
+            teacher_inputs["mace"]["reference_structures"] = StructureSetData.from_atoms([structure.get_ase()])
+        builder.mace = teacher_inputs
         if pw_code is not None:
             if structure is None:
                 raise ValueError("give a representative `structure` to set up the DFT tier")
@@ -168,31 +204,99 @@ class TieredOracleWorkChain(ProtocolMixin, WorkChain):
             chunk_inputs = {**inputs, "mace": {**inputs["mace"], "structure_set": chunk}}
             self.to_context(**{f"mace_{key}": self.submit(MaceBaseWorkChain, **chunk_inputs)})
 
-    def route(self):
-        """Record the routing decision once; queue the rows it sends to DFT."""
+    def inspect_teacher(self):
+        """Every teacher job must have finished; keep the calibration that applies to its kind of uncertainty."""
         for key in self.mace_keys():
             node = self.ctx[key]
             if not node.is_finished_ok:
                 return self.exit_codes.ERROR_MACE_FAILED.format(
                     message=f"{node.process_label}<{node.pk}> [{node.exit_status}] {node.exit_message or ''}"
                 )
-        results = {key: self.ctx[key].outputs.results for key in self.mace_keys()}
-        decision = route_structures(self.inputs.structures, orm.Dict(self.routing_settings()), **results)
+        self.ctx.dft_structures = {}
+        self.ctx.dft_queue = []
+        self.ctx.dft_done = []
+        kind = self.ctx[self.mace_keys()[0]].outputs.results.uncertainty_kind
+        if "calibration" in self.inputs:
+            given = self.inputs.calibration.get("uncertainty_kind")
+            if given == kind:
+                self.ctx.calibration = self.inputs.calibration
+            else:
+                self.report(f"the given calibration is for a `{given}` uncertainty, the teacher's is `{kind}`: ignored")
+        return None
+
+    def should_calibrate(self) -> bool:
+        """No calibration for this teacher yet, rows to spare for one, and a DFT tier."""
+        budget = self.inputs.max_dft_calls.value if "max_dft_calls" in self.inputs else None
+        return (
+            "calibration" not in self.ctx
+            and self.inputs.calibration_size.value > 0
+            and "dft" in self.inputs
+            and budget != 0
+        )
+
+    def select_calibration_rows(self):
+        """DFT labels a few rows spread over the raw uncertainty's range first."""
+        count = self.inputs.calibration_size.value
+        if "max_dft_calls" in self.inputs:
+            count = min(count, self.inputs.max_dft_calls.value)
+        selection = select_calibration_rows(self.inputs.structures, orm.Int(count), **self.teacher_results())
+        self.ctx.calibration_rows = selection["calibration_rows"]
+        self.queue_dft(selection)
+        self.report(f"calibration: DFT labels {len(self.ctx.dft_queue)} rows spread over the uncertainty's range")
+
+    def calibrate(self):
+        """Fit the calibration on the rows DFT labelled so far."""
+        if not self.ctx.dft_done:
+            self.report("calibration: no DFT row succeeded; the thresholds apply to the raw uncertainty")
+            return
+        self.ctx.calibration = calibrate_teacher(**self.teacher_results(), **self.dft_trajectories())
+        content = self.ctx.calibration.get_dict()
+        self.report(
+            f"calibration on {content['points']} DFT rows: error = {content['prefactor']:.3g} * u^"
+            f"{content['exponent']:.3g} eV/A (Spearman {content['spearman']})"
+        )
+
+    def route(self):
+        """Record the routing decision once; queue the rows it sends to DFT."""
+        nodes = self.teacher_results()
+        if "calibration" in self.ctx:
+            nodes["calibration"] = self.ctx.calibration
+        if "calibration_rows" in self.ctx:
+            nodes["calibration_rows"] = self.ctx.calibration_rows
+        decision = route_structures(self.inputs.structures, orm.Dict(self.routing_settings()), **nodes)
         self.ctx.routing = decision["routing"]
         self.report(f"routes after the MACE tier: {self.ctx.routing.base.attributes.get('counts')}")
-        uncertainty = self.ctx.routing.get_array("uncertainty")
-        self.ctx.dft_structures = {}
-        for label, structure in decision.items():
+        self.queue_dft(decision)
+
+    def queue_dft(self, outputs: dict[str, Any]) -> None:
+        """Queue the ``dft_row_<row>`` structures of a decision for DFT."""
+        for label, structure in outputs.items():
             if label.startswith(DFT_ROW_PREFIX):
                 row = int(label[len(DFT_ROW_PREFIX) :])
-                # queryable: "structures sent to DFT with u > x"
-                structure.base.extras.set_many(
-                    {"pyacemaker_uncertainty": float(uncertainty[row]), "pyacemaker_row": row}
-                )
+                # queryable: "structures sent to DFT with (raw) u > x"
+                raw = self.raw_uncertainty(row)
+                structure.base.extras.set_many({"pyacemaker_uncertainty": raw, "pyacemaker_row": row})
                 self.ctx.dft_structures[row] = structure
-        self.ctx.dft_queue = sorted(self.ctx.dft_structures)
-        self.ctx.dft_done = []
-        return None
+                self.ctx.dft_queue.append(row)
+        self.ctx.dft_queue = sorted(self.ctx.dft_queue)
+
+    def teacher_results(self) -> dict[str, Any]:
+        return {key: self.ctx[key].outputs.results for key in self.mace_keys()}
+
+    def raw_uncertainty(self, row: int) -> float:
+        """The raw uncertainty of one row."""
+        for key in self.mace_keys():
+            results = self.ctx[key].outputs.results
+            if row < len(results):
+                return float(results.get_array("uncertainty")[row])
+            row -= len(results)
+        raise IndexError(row)
+
+    def dft_trajectories(self) -> dict[str, Any]:
+        return {
+            f"dft_trajectory_{row:06d}": self.ctx[f"dft_{row:06d}"].outputs.output_trajectory
+            for row in self.ctx.dft_done
+        }
 
     def dft_pending(self) -> bool:
         return bool(self.ctx.dft_queue)
@@ -228,11 +332,20 @@ class TieredOracleWorkChain(ProtocolMixin, WorkChain):
         outputs = assemble_labels(self.inputs.structures, self.ctx.routing, **nodes)
         for name, node in outputs.items():
             self.out(name, node)
+        self.output_calibration()
         self.report(
             f"routes: {outputs['routing'].base.attributes.get('counts')}; "
             f"energy shift: {outputs['energy_reference']['shift_per_atom']}"
         )
         return self.check_dft_failures()
+
+    def output_calibration(self) -> None:
+        """The calibration refitted with every DFT row of this oracle (or the one given, when none ran)."""
+        previous = {"previous": self.inputs.calibration} if "calibration" in self.inputs else {}
+        if self.ctx.dft_done:
+            self.out("calibration", calibrate_teacher(**self.teacher_results(), **self.dft_trajectories(), **previous))
+        elif "calibration" in self.ctx:
+            self.out("calibration", self.ctx.calibration)
 
     def check_dft_failures(self):
         """Loud failure: a broken DFT tier (every row failed, or more than the tolerated share) fails the oracle."""

@@ -124,6 +124,46 @@ def test_bad_parameters_are_refused_at_submission(fixture_code, tiny_committee, 
         run_get_node(MaceCalculation, **inputs)
 
 
+@pytest.mark.parametrize(
+    ("models", "parameters", "message"),
+    [
+        (["m0"], {}, "a single model .* needs `reference_structures`"),
+        (["m0", "m1"], {"uncertainty": "latent"}, "needs `reference_structures`"),
+        (["m0"], {"uncertainty": "committee"}, "committee needs two or more models"),
+        (["m0"], {"uncertainty": "spread"}, "parameters.uncertainty"),
+    ],
+)
+def test_an_uncertainty_the_models_cannot_give_is_refused_at_submission(
+    fixture_code, tiny_committee, models, parameters, message
+):
+    inputs = {
+        "code": fixture_code(ENTRY_POINT),
+        "models": {key: tiny_committee[key] for key in models},
+        "structures": {"s": orm.StructureData(ase=si_cells(1)[0])},
+        "parameters": orm.Dict(parameters),
+    }
+    with pytest.raises(ValueError, match=message):
+        run_get_node(MaceCalculation, **inputs)
+
+
+def test_reference_structures_are_written_for_the_latent_distance(
+    fixture_sandbox, generate_calc_job, fixture_code, tiny_committee
+):
+    inputs = {
+        "code": fixture_code(ENTRY_POINT),
+        "models": {"m0": tiny_committee["m0"]},
+        "structure_set": StructureSetData.from_atoms(si_cells(2)),
+        "reference_structures": StructureSetData.from_atoms(si_cells(3, seed=1)),
+    }
+    calcinfo = generate_calc_job(fixture_sandbox, ENTRY_POINT, inputs)
+    arguments = calcinfo.codes_info[0].cmdline_params
+    assert arguments[arguments.index("--reference") + 1] == "reference.xyz"
+    from ase.io import read
+
+    written = read(fixture_sandbox.get_abs_path("reference.xyz"), index=":")
+    assert len(written) == 3 and not written[0].info
+
+
 def test_structures_must_come_in_exactly_one_form(fixture_code, tiny_committee):
     code = fixture_code(ENTRY_POINT)
     with pytest.raises(ValueError, match="either as `structures`"):
@@ -284,13 +324,23 @@ def test_standalone_script_flags_nan_positions_without_aiida(tiny_committee, tmp
 
 
 @pytest.mark.slow
-def test_one_model_has_an_undefined_uncertainty_not_zero(mace_code, tiny_committee):
-    node, structures = run_committee(mace_code, {"m0": tiny_committee["m0"]}, si_cells(2))
+def test_one_model_gives_its_latent_distance_to_the_reference(mace_code, tiny_committee):
+    structures = {f"s{index:04d}": orm.StructureData(ase=atoms) for index, atoms in enumerate(si_cells(2))}
+    reference = StructureSetData.from_atoms(si_cells(4, seed=3))
+    _, node = run_get_node(
+        MaceCalculation,
+        code=mace_code,
+        models={"m0": tiny_committee["m0"]},
+        structures=structures,
+        reference_structures=reference,
+    )
     assert node.is_finished_ok, node.exit_message
-    record = node.outputs.results.for_structure(structures["s0000"])
-    assert record["status"] == "ok"
-    assert np.isnan(record["uncertainty"])
-    assert np.isfinite(record["energy"])
+    results = node.outputs.results
+    assert results.uncertainty_kind == "latent"
+    record = results.for_structure(structures["s0000"])
+    assert record["status"] == "ok" and np.isfinite(record["energy"])
+    assert record["uncertainty"] == record["latent_distance"] > 0
+    assert np.isnan(record["force_std"])  # no committee spread with one model
 
 
 @pytest.mark.slow

@@ -113,7 +113,7 @@ def test_prepare_for_submission_warm_start(
     assert record["input_yaml"]["data"]["reference_energy"] == tiny_potential.reference_energy
     assert record["input_yaml"]["fit"]["maxiter"] == FAST["warm_start_maxiter"]
     assert "repulsion" not in record["input_yaml"]["fit"]
-    assert record["cmdline_params"][-2:] == ["--previous", PREVIOUS]
+    assert record["cmdline_params"][-3:] == ["--previous", PREVIOUS, "--active-set"]
     data_regression.check(record)
 
 

@@ -21,8 +21,8 @@ def example() -> dict:
 
 def test_the_example_campaign_file_is_valid():
     config = load_config(EXAMPLE)
-    assert config["protocol"] == "fast" and len(config["committee"]) == 3
-    assert all(path.is_file() for path in config["committee"])
+    assert config["protocol"] == "fast" and len(config["teacher"]) == 1
+    assert all(path.is_file() for path in config["teacher"])
     assert config["test_set"].name == "si_test.xyz" and config["test_set"].is_file()
     assert config["codes"]["mace_train"] == "mace-train@localhost"
 
@@ -36,7 +36,8 @@ def test_the_example_campaign_file_is_valid():
         ({"prototypes": []}, "prototypes: give a list of entries"),
         ({"prototypes": [{"bulk": {"name": "Si", "lattice": 5.4}}]}, "prototypes[0].bulk: unknown key(s) ['lattice']"),
         ({"prototypes": [{"file": "nowhere.xyz"}]}, "prototypes[0].file: no such file"),
-        ({"committee": ["../models/tiny-si/mace_si_tiny_s0.model"]}, "committee: give two or more MACE models"),
+        ({"teacher": []}, "teacher: give one MACE model or a list of them"),
+        ({"teacher": "../models/tiny-si/none.model"}, "teacher[0]: no such file"),
         ({"test_set": "missing.xyz"}, "test_set: no such file"),
         (
             {"codes": {"dft": "pw@localhost"}},
@@ -61,8 +62,11 @@ def test_campaign_file_errors_name_the_key(change, message):
 
 
 def test_missing_keys_and_bad_yaml(tmp_path):
-    with pytest.raises(ConfigError, match=r"missing key\(s\) \['committee'\]"):
+    with pytest.raises(ConfigError, match=r"give the teacher as exactly one of \['teacher', 'committee'\], got none"):
         check_config({"campaign": "x", "prototypes": [{"bulk": {"name": "Si"}}]}, tmp_path)
+    both = {"campaign": "x", "prototypes": [{"bulk": {"name": "Si"}}], "teacher": "a.model", "committee": ["a.model"]}
+    with pytest.raises(ConfigError, match=r"exactly one of .* got \['teacher', 'committee'\]"):
+        check_config(both, tmp_path)
     bad = tmp_path / "bad.yaml"
     bad.write_text("campaign: [unclosed\n")
     with pytest.raises(ConfigError, match="cannot read it as YAML"):
@@ -81,9 +85,9 @@ def test_build_from_the_example_gives_the_fast_protocol(
     overrides = {"dft_budget": 7, "oracle": {"uncertainty_threshold": 0.12}}
     builder = build_from_config({**load_config(EXAMPLE), "overrides": overrides})
     assert builder.dft_budget.value == 7
-    assert builder.oracle.threshold_call_dft.value == 0.15
+    assert builder.oracle.threshold_call_dft.value == 0.35
     assert builder.oracle.uncertainty_threshold.value == 0.12
-    assert len(builder.oracle.mace.mace.models) == 3 and len(builder.test_set) == 15
+    assert len(builder.oracle.mace.mace.models) == 1 and len(builder.test_set) == 15
     assert builder.fine_tune.mace_train.parameters["max_num_epochs"] == 10
     assert builder.prototypes.base.attributes.get("num_atoms") == 8
 

@@ -264,6 +264,7 @@ def oracle_builder(mace_code, models: dict, pw_code, pseudo_family: str):
         "threshold_call_dft": 0.02,
         "max_dft_calls": ROWS,
         "max_concurrent_dft": 2,
+        "calibration_size": 0,  # thresholds on the raw spread: every row straight to DFT
         "meta_parameters": {"pseudo_family": pseudo_family},
     }
     builder = TieredOracleWorkChain.get_builder_from_protocol(

@@ -109,7 +109,7 @@ def test_protocols_build_valid_inputs_passed_down_to_the_children(protocol, code
         overrides={"oracle": {"max_concurrent_dft": 3}, "fine_tune": {"mace_train": {"parameters": {"lr": 0.002}}}},
     )
     inputs = generate_workchain("pyacemaker.distillation", builder_inputs(builder)).inputs
-    budget = {"fast": 3, "balanced": 50, "stringent": 200}[protocol]
+    budget = {"fast": 6, "balanced": 50, "stringent": 200}[protocol]
     assert inputs.dft_budget.value == budget
     assert inputs.oracle.max_concurrent_dft.value == 3  # a nested override reaches the child
     kpoints = {"fast": 0.45, "balanced": 0.15, "stringent": 0.10}[protocol]
@@ -165,8 +165,9 @@ def test_loop_on_the_daemon_with_real_pw_and_fine_tuning(
 
     summary = node.outputs.summary.get_dict()
     first, second = summary["per_iteration"]
-    assert summary["dft_calls"] == 3 == first["dft_calls_total"]  # the fast budget, spent on the first pool
-    assert first["routes"]["dft"] == 3 and first["routes"]["over_budget"] > 0
+    calls = summary["dft_calls"]
+    # the fast budget (6), spent on the first pool: 4 calibration rows, then the most uncertain above the threshold
+    assert 4 <= calls <= 6 and calls == first["dft_calls_total"] == first["routes"]["dft"]
     assert sum(first["routes"].values()) == 30
     assert second["routes"].get("dft", 0) == 0  # budget spent: surrogates are labelled by the fine-tuned MACE
     assert summary["stop_reason"].startswith("max_iterations")
@@ -177,20 +178,30 @@ def test_loop_on_the_daemon_with_real_pw_and_fine_tuning(
     fits = sorted((n for n in node.called if n.process_class is IncrementalTrainingWorkChain), key=lambda n: n.pk)
     tunes = [n for n in node.called if n.process_class is MaceTrainBaseWorkChain]
     assert len(oracles) == 2 and len(fits) == 2 and len(tunes) == 3
-    assert all(tune.inputs.mace_train.training_set.base.attributes.get("sources") == {"dft": 3} for tune in tunes)
+    assert all(tune.inputs.mace_train.training_set.base.attributes.get("sources") == {"dft": calls} for tune in tunes)
     # Phase 4 labels with the fine-tuned committee, and the second fit continues the first potential.
     tuned = {model.uuid for model in node.outputs.committee.values()}
     assert {model.uuid for model in oracles[1].inputs.mace.mace.models.values()} == tuned
     assert fits[1].inputs.previous_potential.uuid == fits[0].outputs.potential.uuid
     assert node.outputs.potential.uuid == fits[1].outputs.potential.uuid
     # The surrogates are made around the DFT structures of the first iteration.
-    assert len(oracles[1].inputs.structures) == 3 * 3
+    assert len(oracles[1].inputs.structures) == 3 * calls
+    # The uncertainty is calibrated on the DFT rows; the calibration is carried to the next oracle and output.
+    calibration = oracles[0].outputs.calibration
+    assert calibration["points"] == calls and calibration["uncertainty_kind"] == "committee"
+    assert oracles[1].inputs.calibration.uuid == calibration.uuid
+    assert node.outputs.calibration["points"] >= calls
+    # Phase 4 relabels the first iteration's teacher rows with the fine-tuned committee before the delta update.
+    new_rows = fits[1].inputs.new_structures
+    relabelled = first["routes"]["mace"]
+    assert len(new_rows) == relabelled + sum(second["routes"].get(r, 0) for r in ("mace", "dft"))
     assert len(get_history("test-loop").nodes) == 2
 
     assert_calcjobs_only_under_their_wrappers(node)
 
     report = "\n".join(log.message for log in orm.Log.collection.get_logs_for(node))
-    assert "iteration 0: structures by route" in report and "DFT calls so far 3 of 3" in report
+    assert "iteration 0: structures by route" in report and f"DFT calls so far {calls} of 6" in report
+    assert "relabelling" in report
     assert "test force RMSE" in report and "stop: max_iterations" in report
 
     # The command line on the campaign's results: the potential's files and the whole history.
@@ -212,6 +223,7 @@ def test_loop_on_the_daemon_with_real_pw_and_fine_tuning(
 
     paths = write_campaign_plots(node, tmp_path)
     assert sorted(path.name for path in paths) == [
+        "calibration.png",
         "energy_parity.png",
         "force_parity.png",
         "learning_curve.png",

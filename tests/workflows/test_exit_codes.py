@@ -62,7 +62,7 @@ def loop(mace_code, tiny_committee, pw_code, pacemaker_code, mace_train_code, ps
 
 def test_oracle_401_when_the_teacher_fails(oracle, finished_workflow):
     oracle.ctx["mace_chunk_00000"] = finished_workflow(MaceBaseWorkChain, 310, exit_message="model unreadable")
-    exit_code = oracle.route()
+    exit_code = oracle.inspect_teacher()
     assert exit_code.status == 401 and "MaceBaseWorkChain" in exit_code.message and "[310]" in exit_code.message
 
 
@@ -116,7 +116,8 @@ def test_distillation_422_when_training_fails(loop, finished_workflow):
 
 
 def test_distillation_423_when_fine_tuning_fails(loop, finished_workflow):
-    for key in loop.ctx.committee:
+    loop.ctx.fine_tune_plan = loop.fine_tune_plan()
+    for key in loop.ctx.fine_tune_plan:
         loop.ctx[f"fine_tune_{key}"] = finished_workflow(MaceTrainBaseWorkChain, 320, exit_message="diverged")
     exit_code = loop.calibrate_committee()
     assert exit_code.status == 423 and "diverged" in exit_code.message
@@ -125,6 +126,20 @@ def test_distillation_423_when_fine_tuning_fails(loop, finished_workflow):
 def test_distillation_424_when_calibration_fails(loop, finished_workflow):
     loop.ctx.calibration = finished_workflow(MaceBaseWorkChain, 410, exit_message="out of memory")
     assert loop.inspect_calibration().status == 424
+
+
+def test_distillation_426_when_relabelling_fails(loop, finished_workflow):
+    loop.ctx.relabelling = finished_workflow(MaceBaseWorkChain, 410, exit_message="out of memory")
+    exit_code = loop.inspect_relabelling()
+    assert exit_code.status == 426 and "out of memory" in exit_code.message
+
+
+def test_a_single_teacher_gives_a_derived_committee_of_fine_tuned_copies(loop):
+    assert loop.fine_tune_plan() == {key: (key, index) for index, key in enumerate(sorted(loop.ctx.committee))}
+    first = sorted(loop.ctx.committee)[0]
+    loop.ctx.committee = {first: loop.ctx.committee[first]}
+    loop.inputs.fine_tune.committee_size = orm.Int(3)  # type: ignore[misc]
+    assert loop.fine_tune_plan() == {"m0": (first, 0), "m1": (first, 1), "m2": (first, 2)}
 
 
 @pytest.mark.parametrize(("rmse", "status"), [(1500.0, 425), (315.0, None)])

@@ -24,7 +24,8 @@ def rattled(scale: float, seed: int):
 
 
 def candidates() -> list:
-    """Committee uncertainties (eV/A), measured: 0.008, 0.008 | 0.030, 0.035 | 0.72, 0.72 (same cell), 0.17 | -."""
+    """Committee uncertainties (eV/A), measured: 0.013, 0.013 | 0.030, 0.035 | 0.72, 0.72 (same cell), 0.17 | -
+    (the first two: the stress spread, 0.066 eV/A at 1 A, over the 5 A length scale; the others: the force spread)."""
     close = bulk("Si", "diamond", a=5.43, cubic=True)
     close.positions[1] = close.positions[0] + [0.1, 0, 0]
     return [
@@ -84,7 +85,7 @@ def test_protocols_build_valid_inputs_and_the_dft_tier_follows(
     assert "structure" not in inputs.dft.pw
     kpoints = {"fast": 0.45, "balanced": 0.15, "stringent": 0.10}[protocol]
     assert inputs.dft.kpoints_distance.value == pytest.approx(kpoints)
-    expected = {"fast": (0.1, 0.15), "balanced": (0.1, 0.2), "stringent": (0.05, 0.1)}[protocol]
+    expected = {"fast": (0.25, 0.35), "balanced": (0.15, 0.25), "stringent": (0.08, 0.15)}[protocol]
     assert (inputs.uncertainty_threshold.value, inputs.threshold_call_dft.value) == expected
     assert set(inputs.mace.mace.models) == set(tiny_committee)
 
@@ -103,7 +104,7 @@ def test_unknown_protocol_and_override_keys_name_the_key(mace_code, tiny_committ
         )
 
 
-def test_one_model_cannot_route(mace_code, tiny_committee):
+def test_one_model_needs_reference_structures(mace_code, tiny_committee):
     from aiida.engine import run
 
     from aiida_pyacemaker.workflows.tiered_oracle import TieredOracleWorkChain
@@ -112,8 +113,17 @@ def test_one_model_cannot_route(mace_code, tiny_committee):
         mace_code, tiny_committee, StructureSetData.from_atoms(candidates()[:1]), max_dft_calls=orm.Int(0)
     )
     inputs["mace"]["mace"]["models"] = {"m0": tiny_committee["m0"]}
-    with pytest.raises(ValueError, match="committee of two or more"):
+    with pytest.raises(ValueError, match="needs `reference_structures`"):
         run(TieredOracleWorkChain, **inputs)
+
+
+def test_the_protocol_gives_a_single_model_its_reference(mace_code, tiny_committee):
+    from aiida_pyacemaker.workflows.tiered_oracle import TieredOracleWorkChain
+
+    structure = orm.StructureData(ase=candidates()[0])
+    builder = TieredOracleWorkChain.get_builder_from_protocol(mace_code, {"m0": tiny_committee["m0"]}, None, structure)
+    reference = builder.mace.mace.reference_structures
+    assert len(reference) == 1 and builder.calibration_size.value == 4
 
 
 @pytest.mark.slow
@@ -137,6 +147,7 @@ def test_every_route_on_the_daemon_with_real_pw(
         "middle_band_policy": "discard",
         "max_dft_calls": 2,
         "max_concurrent_dft": 1,
+        "calibration_size": 0,  # thresholds on the raw committee spread, measured above
         "meta_parameters": {"pseudo_family": pseudo_family.label},
     }
     builder = TieredOracleWorkChain.get_builder_from_protocol(
@@ -196,3 +207,62 @@ def test_every_route_on_the_daemon_with_real_pw(
         orm.StructureData, with_outgoing="dft", filters={"extras.pyacemaker_uncertainty": {">": 0.5}}, project="*"
     )
     assert query.count() == 2
+
+
+def compressed_crystal():
+    """Perfect diamond Si at 50 % volume (nearest neighbours 1.18 A): zero force on any model, by symmetry."""
+    atoms = bulk("Si", "diamond", a=5.43, cubic=True)
+    atoms.set_cell(atoms.cell * 0.5 ** (1 / 3), scale_atoms=True)
+    return atoms
+
+
+@pytest.mark.slow
+@pytest.mark.daemon
+def test_one_foundation_model_routes_by_its_calibrated_latent_distance_with_real_pw(
+    aiida_profile, daemon_client, submit_and_await, mace_code, foundation_model, pw_code, pseudo_family, tmp_path
+):
+    from aiida_quantumespresso.workflows.pw.base import PwBaseWorkChain
+
+    from aiida_pyacemaker.plots import calibration_figure
+    from aiida_pyacemaker.workflows.tiered_oracle import TieredOracleWorkChain
+
+    if not daemon_client.is_daemon_running:
+        daemon_client.start_daemon()
+    atoms = [rattled(scale, seed) for seed, scale in enumerate((0.01, 0.03, 0.06, 0.1, 0.15, 0.2))]
+    atoms.append(compressed_crystal())
+    overrides = {
+        "max_dft_calls": 4,
+        "calibration_size": 3,
+        "max_concurrent_dft": 2,
+        "meta_parameters": {"pseudo_family": pseudo_family.label},
+    }
+    builder = TieredOracleWorkChain.get_builder_from_protocol(
+        mace_code, {"foundation": foundation_model}, pw_code, orm.StructureData(ase=atoms[0]), "fast", overrides
+    )
+    builder.structures = StructureSetData.from_atoms(atoms).store()
+    node = submit_and_await(builder, timeout=1200)
+    assert node.is_finished_ok, node.exit_message
+
+    routing = node.outputs.routing
+    assert routing.base.attributes.get("uncertainty_kind") == "latent"  # one model: its latent distance
+    assert routing.base.attributes.get("calibrated") is True
+    routes = routing.get_array("route").tolist()
+    raw = routing.get_array("raw_uncertainty")
+    assert raw[6] == raw.max() and raw[6] > 5 * raw[:6].max()  # the compressed crystal is far from everything
+    assert routes[6] != "mace"  # never accepted with the teacher's label
+    assert routing.get_array("calibration_row").sum() == 3 and routes.count("dft") + routes.count("dft_failed") <= 4
+
+    # The calibration is a node of the graph, fitted on the DFT rows by a calcfunction, with its figure.
+    calibration = node.outputs.calibration
+    assert calibration.creator.process_label == "calibrate_teacher"
+    assert calibration["uncertainty_kind"] == "latent" and calibration["points"] >= 3
+    errors = routing.get_array("teacher_force_error")
+    dft_rows = [row for row, route in enumerate(routes) if route == "dft"]
+    assert np.isfinite(errors[dft_rows]).all() and sorted(calibration["error"]) == pytest.approx(
+        sorted(errors[dft_rows])
+    )
+    path = tmp_path / "calibration.png"
+    calibration_figure(calibration.get_dict()).savefig(path)
+    assert path.stat().st_size > 10_000
+    dft_runs = [n for n in node.called if n.process_class is PwBaseWorkChain]
+    assert len(dft_runs) == routes.count("dft") + routes.count("dft_failed")

@@ -11,7 +11,7 @@ from aiida.engine import calcfunction
 from ...candidates import make_candidates
 from ...data.labelled_structures import LabelledStructuresData
 from ...data.structure_set import StructureSetData
-from ...routing import composition, dft_calls, energy_reference_content, fit_energy_shift
+from ...routing import apply_energy_shift, composition, dft_calls, energy_reference_content, fit_energy_shift
 
 
 @calcfunction
@@ -58,6 +58,62 @@ def summarise_campaign(settings: orm.Dict, **nodes) -> orm.Dict:
                 record["test_median_structure_force_rmse_mev_per_a"] = overall["median_structure_f_mev_per_a"]
                 record["test_worst_structure_force_rmse_mev_per_a"] = overall["worst_structure_f_mev_per_a"]
                 record["test_worst_structure"] = overall["worst_structure"]
+            if "max_gamma" in overall:  # the potential's extrapolation grade on the test set
+                record["test_max_gamma"] = overall["max_gamma"]
+                record["test_extrapolating_structures"] = overall["extrapolating_structures"]
             record["forgetting"] = forgetting.get("force_rmse_ratio", {})
         iterations.append(record)
     return orm.Dict({**settings.get_dict(), "dft_calls": total_calls, "per_iteration": iterations})
+
+
+@calcfunction
+def teacher_reference(prototypes: StructureSetData, **dft_sets: LabelledStructuresData) -> StructureSetData:
+    """The structures a single teacher's latent distance is measured to: the prototypes and every DFT structure of
+    the campaign so far (``dft_sets``, in key order); it grows as DFT rows arrive."""
+    atoms = prototypes.to_atoms()
+    for key in sorted(dft_sets):
+        atoms.extend(dft_sets[key].to_atoms())
+    for frame in atoms:
+        frame.calc = None
+    return StructureSetData.from_atoms(atoms)
+
+
+@calcfunction
+def relabel(labelled: LabelledStructuresData, mace_results: orm.ArrayData, energy_reference: orm.Dict):
+    """``labelled``'s rows with the (fine-tuned) teacher's labels: energy on the DFT reference, forces, stress.
+
+    Phase 4: the rows the old teacher labelled are relabelled by the fine-tuned one before the delta update."""
+    shift = energy_reference.get_dict().get("shift_per_atom", {})
+    structures = labelled.to_atoms()
+    offsets = mace_results.get_array("atom_offsets")
+    energies, forces, stresses = (mace_results.get_array(name) for name in ("energy", "forces", "stress"))
+    status = mace_results.get_array("status")
+    keep = [row for row in range(len(structures)) if status[row] == "ok"]
+    frames = []
+    for row in keep:
+        frame = structures[row]
+        frame.calc = None
+        frame.info["REF_energy"] = apply_energy_shift(composition(frame), float(energies[row]), shift)
+        frame.arrays["REF_forces"] = forces[offsets[row] : offsets[row + 1]]
+        if np.isfinite(stresses[row]).all():
+            frame.info["REF_stress"] = stresses[row]
+        frames.append(frame)
+    if not frames:
+        return {}
+    uncertainty = mace_results.get_array("uncertainty")[keep]
+    uuids = labelled.get_array("structure_uuids")[keep]
+    producer = mace_results.creator.uuid if mace_results.creator else ""
+    relabelled = LabelledStructuresData.from_atoms(
+        frames,
+        source="mace",
+        uncertainty=uncertainty.tolist(),
+        structure_uuids=[str(uuid) for uuid in uuids],
+        producer_uuids=[producer] * len(frames),
+    )
+    return {"relabelled": relabelled}
+
+
+@calcfunction
+def merge_labelled(**sets: LabelledStructuresData) -> LabelledStructuresData:
+    """The rows of ``sets`` in key order, as one set."""
+    return LabelledStructuresData.gather([(sets[key], np.arange(len(sets[key]))) for key in sorted(sets)])

@@ -8,6 +8,7 @@ import numpy as np
 from aiida import orm
 from aiida.engine import calcfunction
 
+from ...calibration import apply_calibration, calibration_rows, largest_force_error, refit
 from ...data.committee_results import MaceResultsData
 from ...data.labelled_structures import LabelledStructuresData
 from ...data.structure_set import StructureSetData
@@ -54,28 +55,90 @@ def _chunks(nodes: dict[str, Any]) -> list[MaceResultsData]:
     return [nodes[key] for key in sorted(key for key in nodes if key.startswith("mace_"))]
 
 
+def teacher_kind(nodes: dict[str, Any]) -> str:
+    """The teacher's uncertainty kind (``committee`` or ``latent``), from its results."""
+    return _chunks(nodes)[0].uncertainty_kind
+
+
+def _dft_structures(structure_set: StructureSetData, rows: np.ndarray) -> dict[str, orm.StructureData]:
+    """One ``StructureData`` per row sent to DFT, so that each DFT calculation descends from the decision."""
+    if len(rows) == 0:
+        return {}
+    atoms = structure_set.to_atoms()
+    return {dft_row_label(int(row)): orm.StructureData(ase=atoms[row]) for row in rows}
+
+
 @calcfunction
-def route_structures(structure_set: StructureSetData, settings: orm.Dict, **mace_results) -> dict[str, Any]:
+def select_calibration_rows(structure_set: StructureSetData, count: orm.Int, **mace_results) -> dict[str, Any]:
+    """The rows DFT labels first, to calibrate the teacher's uncertainty: spread over its range (``calibration``).
+
+    Outputs: ``calibration_rows`` (an ``ArrayData`` with ``rows``) and one ``StructureData`` per row."""
+    raw, status = teacher_columns(_chunks(mace_results))
+    rows = calibration_rows(raw, status, count.value)
+    selection = orm.ArrayData()
+    selection.set_array("rows", rows)
+    return {"calibration_rows": selection, **_dft_structures(structure_set, rows)}
+
+
+@calcfunction
+def calibrate_teacher(**nodes) -> orm.Dict:
+    """The calibration of the teacher's uncertainty, refitted with the rows DFT labelled in this oracle.
+
+    ``nodes``: ``mace_<chunk>`` results in row order, ``dft_trajectory_<row>`` of each DFT row that succeeded,
+    optionally ``previous`` (an earlier calibration of the same kind of uncertainty: its points are kept)."""
+    chunks = _chunks(nodes)
+    raw, _ = teacher_columns(chunks)
+    rows = sorted(int(key[len("dft_trajectory_") :]) for key in nodes if key.startswith("dft_trajectory_"))
+    records = [row_record(chunks, row) for row in rows]
+    errors = [
+        largest_force_error(record["forces"], nodes[f"dft_trajectory_{row:06d}"].get_array("forces")[-1])
+        for row, record in zip(rows, records, strict=True)
+    ]
+    previous = nodes["previous"].get_dict() if "previous" in nodes else None
+    return orm.Dict(refit(previous, raw[rows], errors, teacher_kind(nodes)))
+
+
+def row_record(chunks: list[MaceResultsData], row: int) -> dict[str, Any]:
+    """The teacher's results of one row of the oracle's structures (chunks in row order)."""
+    for chunk in chunks:
+        if row < len(chunk):
+            return chunk.record(row)
+        row -= len(chunk)
+    raise IndexError(f"row {row} is past the teacher's results")
+
+
+@calcfunction
+def route_structures(structure_set: StructureSetData, settings: orm.Dict, **nodes) -> dict[str, Any]:
     """The routing decision, made once: every row's route from the teacher's uncertainty and the thresholds.
 
-    ``mace_results``: ``mace_<chunk>`` results in row order. Outputs: ``routing`` (route, uncertainty, status; the
-    counts as an attribute) and one ``StructureData`` per row sent to DFT (``dft_row_<row>``), so that each DFT
-    calculation descends from this decision.
+    ``nodes``: ``mace_<chunk>`` results in row order; optionally ``calibration`` (the thresholds then apply to the
+    calibrated uncertainty) and ``calibration_rows`` (rows DFT already labelled to calibrate: they keep the route
+    ``dft`` and count against the budget). Outputs: ``routing`` (route, uncertainty (calibrated when a calibration is
+    given), raw_uncertainty, status; the counts as an attribute) and one ``StructureData`` per row newly sent to DFT
+    (``dft_row_<row>``), so that each DFT calculation descends from this decision.
     """
-    uncertainty, status = teacher_columns(_chunks(mace_results))
-    routes = route_with_settings(uncertainty, status, settings.get_dict())
+    raw, status = teacher_columns(_chunks(nodes))
+    calibration = nodes["calibration"].get_dict() if "calibration" in nodes else None
+    uncertainty = apply_calibration(calibration, raw)
+    config = settings.get_dict()
+    fixed = nodes["calibration_rows"].get_array("rows") if "calibration_rows" in nodes else np.array([], dtype=int)
+    if "max_dft_calls" in config:
+        config["max_dft_calls"] = max(config["max_dft_calls"] - len(fixed), 0)
+    free_status = np.array(status, copy=True)
+    free_status[fixed] = "calibration"  # routed as flagged (no DFT call from the budget left), then set below
+    routes = route_with_settings(uncertainty, free_status, config)
+    new_dft = np.flatnonzero(routes == "dft")
+    routes[fixed] = "dft"
     routing = orm.ArrayData()
     routing.set_array("route", routes.astype(ROUTE_DTYPE))
     routing.set_array("uncertainty", uncertainty)
+    routing.set_array("raw_uncertainty", raw)
     routing.set_array("status", status)
+    routing.set_array("calibration_row", np.isin(np.arange(len(routes)), fixed))
     routing.base.attributes.set("counts", route_counts(routes))
-    outputs: dict[str, Any] = {"routing": routing}
-    dft_rows = np.flatnonzero(routes == "dft")
-    if len(dft_rows):
-        atoms = structure_set.to_atoms()
-        for row in dft_rows:
-            outputs[dft_row_label(int(row))] = orm.StructureData(ase=atoms[row])
-    return outputs
+    routing.base.attributes.set("calibrated", calibration is not None)
+    routing.base.attributes.set("uncertainty_kind", teacher_kind(nodes))
+    return {"routing": routing, **_dft_structures(structure_set, new_dft)}
 
 
 @calcfunction
@@ -91,6 +154,7 @@ def assemble_labels(structure_set: StructureSetData, routing: orm.ArrayData, **n
     uncertainty = routing.get_array("uncertainty")
     atoms = structure_set.to_atoms()
     mace_rows = [(chunk, row) for chunk in chunks for row in range(len(chunk))]
+    teacher_error = np.full(len(routes), np.nan)
 
     dft_rows = [row for row in range(len(atoms)) if f"dft_parameters_{row:06d}" in nodes]
     for row in np.flatnonzero(routes == "dft"):
@@ -114,6 +178,8 @@ def assemble_labels(structure_set: StructureSetData, routing: orm.ArrayData, **n
             parameters = nodes[f"dft_parameters_{row:06d}"]
             label = pw_label_from_outputs(parameters, nodes[f"dft_trajectory_{row:06d}"])
             producer = parameters.creator.uuid
+            chunk, local = mace_rows[row]
+            teacher_error[row] = largest_force_error(chunk.record(local)["forces"], label["forces"])
         else:
             chunk, local = mace_rows[row]
             record = chunk.record(local)
@@ -133,9 +199,13 @@ def assemble_labels(structure_set: StructureSetData, routing: orm.ArrayData, **n
         producers.append(producer)
 
     outcome = orm.ArrayData()
+    for name in routing.get_arraynames():
+        outcome.set_array(name, routing.get_array(name))
     outcome.set_array("route", routes)
-    outcome.set_array("uncertainty", uncertainty)
-    outcome.set_array("status", routing.get_array("status"))
+    outcome.set_array("teacher_force_error", teacher_error)  # NaN where DFT did not label the row
+    for name, value in routing.base.attributes.items():
+        if name != "array|" and not name.startswith("array|"):
+            outcome.base.attributes.set(name, value)
     outcome.base.attributes.set("counts", route_counts(routes))
     outputs: dict[str, Any] = {
         "routing": outcome,

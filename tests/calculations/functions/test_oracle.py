@@ -36,6 +36,7 @@ def teacher_results(structure_set: StructureSetData) -> MaceResultsData:
     results.set_array("keys", np.array([str(i) for i in range(len(atoms))], dtype="<U255"))
     results.set_array("structure_uuids", np.array(structure_set.get_array("structure_uuids"), dtype="<U36"))
     results.base.attributes.set("num_structures", len(atoms))
+    results.base.attributes.set("uncertainty_kind", "committee")
     return results
 
 
@@ -108,3 +109,55 @@ def test_chunks_keep_the_row_order(candidates):
     assert sorted(chunks) == ["chunk_00000", "chunk_00001", "chunk_00002"]
     sizes = [len(chunks[key]) for key in sorted(chunks)]
     assert sizes == [2, 2, 1]
+
+
+def test_calibration_rows_go_to_dft_first_and_count_against_the_budget(candidates):
+    from aiida_pyacemaker.calculations.functions.oracle import calibrate_teacher, select_calibration_rows
+
+    results = teacher_results(candidates)
+    selection = select_calibration_rows(candidates, orm.Int(2), mace_chunk_00000=results)
+    assert selection["calibration_rows"].get_array("rows").tolist() == [0, 2]  # lowest and highest usable u
+    assert sorted(label for label in selection if label.startswith("dft_row_")) == ["dft_row_000000", "dft_row_000002"]
+
+    dft = pw_outputs(orm.Float(-33.6), orm.Int(8))  # forces 0.1 per component: error sqrt(3) x 0.1 eV/A
+    calibration = calibrate_teacher(
+        mace_chunk_00000=results, dft_trajectory_000000=dft["trajectory"], dft_trajectory_000002=dft["trajectory"]
+    )
+    assert calibration["points"] == 2 and calibration["exponent"] == 1.0
+    assert calibration["error"] == pytest.approx([0.1 * np.sqrt(3)] * 2)
+    assert calibration["raw"] == pytest.approx([0.01, 0.9])
+
+    settings = {**SETTINGS, "max_dft_calls": 3}
+    outputs = route_structures(
+        candidates,
+        orm.Dict(settings),
+        mace_chunk_00000=results,
+        calibration=calibration,
+        calibration_rows=selection["calibration_rows"],
+    )
+    routing = outputs["routing"]
+    # calibrated u = a x raw with a = geometric mean of 0.173/0.01 and 0.173/0.9: row 1 (raw 0.5) and row 4 (raw
+    # 0.15) are above 0.2; one DFT call is left after the two calibration rows: the more uncertain row 1.
+    assert routing.get_array("route").tolist() == ["dft", "dft", "dft", "rejected", "over_budget"]
+    assert routing.get_array("calibration_row").tolist() == [True, False, True, False, False]
+    assert routing.get_array("raw_uncertainty").tolist() == UNCERTAINTY
+    assert routing.get_array("uncertainty")[1] == pytest.approx(calibration["prefactor"] * 0.5)
+    assert routing.base.attributes.get("calibrated") is True
+    assert sorted(label for label in outputs if label.startswith("dft_row_")) == ["dft_row_000001"]  # only the new
+
+
+def test_the_assembled_routing_keeps_the_teacher_error_of_dft_rows(candidates):
+    results = teacher_results(candidates)
+    decision = route_structures(candidates, orm.Dict(SETTINGS), mace_chunk_00000=results)
+    dft = pw_outputs(orm.Float(-33.6), orm.Int(8))
+    outputs = assemble_labels(
+        candidates,
+        decision["routing"],
+        mace_chunk_00000=results,
+        dft_parameters_000001=dft["parameters"],
+        dft_trajectory_000001=dft["trajectory"],
+    )
+    error = outputs["routing"].get_array("teacher_force_error")
+    assert error[1] == pytest.approx(0.1 * np.sqrt(3))
+    assert np.isnan(error[[0, 2, 3, 4]]).all()
+    assert outputs["routing"].get_array("raw_uncertainty").tolist() == UNCERTAINTY
