@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import time
-from importlib import resources
 
 import numpy as np
 import pytest
 from ase import Atoms
 from ase.build import bulk
-
-
-@pytest.fixture(scope="module")
-def script():
-    path = resources.files("aiida_pyacemaker") / "executables" / "mace_committee.py"
-    spec = importlib.util.spec_from_file_location("mace_committee_script", str(path))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def flat_cell() -> Atoms:

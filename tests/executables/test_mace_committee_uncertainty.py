@@ -3,10 +3,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import pathlib
-from importlib import resources
 
 import numpy as np
 import pytest
@@ -14,15 +12,6 @@ from ase.build import bulk
 from ase.io import read, write
 
 TINY_SI = pathlib.Path(__file__).resolve().parents[2] / "models" / "tiny-si"
-
-
-@pytest.fixture(scope="module")
-def script():
-    path = resources.files("aiida_pyacemaker") / "executables" / "mace_committee.py"
-    spec = importlib.util.spec_from_file_location("mace_committee_script", str(path))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def compressed_crystal():

@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import pathlib
 import shutil
-from importlib import resources
 
 import numpy as np
 import pytest
 from ase import Atoms
 
 POTENTIAL = pathlib.Path(__file__).resolve().parents[1] / "parsers" / "fixtures" / "pyacemaker_pacemaker" / "_potential"
-
-
-@pytest.fixture(scope="module")
-def driver():
-    path = resources.files("aiida_pyacemaker") / "executables" / "pacemaker_fit.py"
-    spec = importlib.util.spec_from_file_location("pacemaker_fit_driver", str(path))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def dimer_forces(path: pathlib.Path, distances: np.ndarray) -> np.ndarray:
