@@ -15,7 +15,8 @@ NaN for non-periodic cells), per-model energies and forces, and the uncertainty:
   stress are not;
 * ``latent_distance`` (with ``--reference``): the largest, over atoms, distance of an atom's invariant MACE node
   features (first model, every interaction layer) to the nearest atom of the same element in the reference
-  structures, features standardised by the reference's mean and std, divided by sqrt(number of features). It
+  structures, features standardised by the reference's mean and std (a std of at least 0.1 x the features' RMS),
+  divided by sqrt(number of features). It
   needs one model only: the uncertainty of a single foundation model;
 * ``uncertainty``: the routing value: ``committee_uncertainty`` or ``latent_distance`` (``--uncertainty``;
   ``auto`` takes the committee with two or more models, else the latent distance).
@@ -277,10 +278,14 @@ def invariant_features(model, node_feats):
 class LatentReference:
     """The reference atoms' invariant features per element, standardised; nearest-neighbour distances to them."""
 
+    #: A feature's scale is at least this share of the features' overall RMS: a reference of one perfect crystal
+    #: has no spread at all, and a feature that barely varies must not turn noise into distance.
+    SCALE_FLOOR = 0.1
+
     def __init__(self, features: np.ndarray, numbers: np.ndarray) -> None:
         self.mean = features.mean(axis=0)
-        spread = features.std(axis=0)
-        self.scale = np.where(spread > 1e-8 * max(float(spread.max()), 1e-300), spread, 1.0)
+        overall = float(np.sqrt(np.mean(features**2))) or 1.0
+        self.scale = np.maximum(features.std(axis=0), self.SCALE_FLOOR * overall)
         self.by_element = {int(z): self.standardise(features[numbers == z]) for z in np.unique(numbers)}
 
     def standardise(self, features: np.ndarray) -> np.ndarray:
