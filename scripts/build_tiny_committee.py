@@ -141,8 +141,24 @@ def check_elements(family_label: str, elements: list[str]) -> None:
         )
 
 
-def label_with_pw(profile: str, structures: list, path: pathlib.Path, elements: list[str]) -> None:
-    """Label every structure with PwBaseWorkChain (run in this process) and write an extended XYZ file."""
+def label_with_pw(
+    profile: str,
+    structures: list,
+    path: pathlib.Path,
+    elements: list[str],
+    family: str | None = None,
+    kpoints_distance: float | None = None,
+    stringency: str | None = None,
+    overrides: dict | None = None,
+    incremental: bool = False,
+) -> list:
+    """Label every structure with PwBaseWorkChain (run in this process) and write an extended XYZ file.
+
+    ``family``, ``kpoints_distance`` and ``stringency`` default to the loop's DFT tier (protocol `fast`);
+    ``overrides`` are merged into the builder's overrides (e.g. ``pw.parameters``, ``pw.metadata.options``).
+    ``incremental``: append each labelled structure to ``path`` as soon as it is done (a crash loses nothing).
+    Returns the labelled structures.
+    """
     import time
 
     from aiida import load_profile, orm
@@ -150,9 +166,13 @@ def label_with_pw(profile: str, structures: list, path: pathlib.Path, elements: 
     from ase.io import write
 
     from aiida_pyacemaker.dft import get_pw_builder, number_of_bands, pw_label
+    from aiida_pyacemaker.protocols import recursive_merge
 
     load_profile(profile, allow_switch=True)
-    family, kpoints_distance, stringency = dft_tier_settings()
+    tier_family, tier_kpoints_distance, tier_stringency = dft_tier_settings()
+    family = family or tier_family
+    kpoints_distance = kpoints_distance or tier_kpoints_distance
+    stringency = stringency or tier_stringency
     check_elements(family, elements)
     code = orm.load_code("pw@localhost")
     print(
@@ -163,9 +183,8 @@ def label_with_pw(profile: str, structures: list, path: pathlib.Path, elements: 
     for index, atoms in enumerate(structures):
         # Bands come from the family's valence electrons (aiida_pyacemaker.dft): no restart for "insufficient bands".
         structure = orm.StructureData(ase=atoms)
-        builder = get_pw_builder(
-            code, structure, family, stringency=stringency, overrides={"kpoints_distance": kpoints_distance}
-        )
+        merged = recursive_merge({"kpoints_distance": kpoints_distance}, overrides or {})
+        builder = get_pw_builder(code, structure, family, stringency=stringency, overrides=merged)
         _, node = run_get_node(builder)
         if not node.is_finished_ok:
             print(f"structure {index}: PwBaseWorkChain<{node.pk}> failed, skipped", file=sys.stderr)
@@ -174,15 +193,20 @@ def label_with_pw(profile: str, structures: list, path: pathlib.Path, elements: 
         atoms.info.update(REF_energy=label["energy"], REF_stress=label["stress"], pw_workchain_uuid=node.uuid)
         atoms.arrays["REF_forces"] = label["forces"]
         labelled.append(atoms)
+        if incremental:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write(path, atoms, format="extxyz", append=True)
         bands = number_of_bands(structure, family)
         print(
             f"structure {index}: {len(atoms)} atoms, {bands} bands, E = {label['energy']:.4f} eV "
             f"(PwBaseWorkChain<{node.pk}>, {time.monotonic() - start:.0f} s so far)",
             flush=True,
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write(path, labelled, format="extxyz")
+    if not incremental:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(path, labelled, format="extxyz")
     print(f"wrote {len(labelled)} labelled structures to {path} in {time.monotonic() - start:.0f} s")
+    return labelled
 
 
 def train_committee(profile: str, target: Target) -> None:

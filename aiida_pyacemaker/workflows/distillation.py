@@ -394,6 +394,10 @@ class DistillationWorkChain(ProtocolMixin, WorkChain):
         outputs = relabel(self.ctx.teacher_rows, node.outputs.results, self.ctx.energy_reference)
         if "relabelled" in outputs:
             self.ctx.relabelled = outputs["relabelled"]
+            counts = self.ctx.relabelled.base.attributes.get("relabelling")
+            self.report(f"Phase 4: {counts['relabelled']} rows relabelled, {counts['kept_old_label']} kept their label")
+        else:
+            self.report("Phase 4: no row relabelled (the fine-tuned teacher moved beyond every old label's error)")
         return None
 
     def generate_structures(self):

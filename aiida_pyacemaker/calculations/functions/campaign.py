@@ -82,34 +82,43 @@ def teacher_reference(prototypes: StructureSetData, **dft_sets: LabelledStructur
 def relabel(labelled: LabelledStructuresData, mace_results: orm.ArrayData, energy_reference: orm.Dict):
     """``labelled``'s rows with the (fine-tuned) teacher's labels: energy on the DFT reference, forces, stress.
 
-    Phase 4: the rows the old teacher labelled are relabelled by the fine-tuned one before the delta update."""
+    Phase 4: the rows the old teacher labelled are relabelled by the fine-tuned one before the delta update, where
+    the new label is within reach of the old one: the largest atomic force change may not exceed the old label's
+    calibrated uncertainty (its expected largest force error, ``labelled``'s ``uncertainty``). A larger change is not
+    a correction the DFT rows can justify but drift of a model fine-tuned on a few structures: that row keeps its
+    label. The counts are the output's ``relabelling`` attribute."""
     shift = energy_reference.get_dict().get("shift_per_atom", {})
     structures = labelled.to_atoms()
     offsets = mace_results.get_array("atom_offsets")
     energies, forces, stresses = (mace_results.get_array(name) for name in ("energy", "forces", "stress"))
     status = mace_results.get_array("status")
-    keep = [row for row in range(len(structures)) if status[row] == "ok"]
-    frames = []
-    for row in keep:
-        frame = structures[row]
+    bound = labelled.get_array("uncertainty")
+    frames, rows, drifted = [], [], 0
+    for row, frame in enumerate(structures):
+        if status[row] != "ok":
+            continue
+        new_forces = forces[offsets[row] : offsets[row + 1]]
+        if not np.linalg.norm(new_forces - frame.get_forces(), axis=1).max() <= bound[row]:
+            drifted += 1
+            continue
         frame.calc = None
         frame.info["REF_energy"] = apply_energy_shift(composition(frame), float(energies[row]), shift)
-        frame.arrays["REF_forces"] = forces[offsets[row] : offsets[row + 1]]
+        frame.arrays["REF_forces"] = new_forces
         if np.isfinite(stresses[row]).all():
             frame.info["REF_stress"] = stresses[row]
         frames.append(frame)
+        rows.append(row)
     if not frames:
         return {}
-    uncertainty = mace_results.get_array("uncertainty")[keep]
-    uuids = labelled.get_array("structure_uuids")[keep]
     producer = mace_results.creator.uuid if mace_results.creator else ""
     relabelled = LabelledStructuresData.from_atoms(
         frames,
         source="mace",
-        uncertainty=uncertainty.tolist(),
-        structure_uuids=[str(uuid) for uuid in uuids],
+        uncertainty=bound[rows].tolist(),
+        structure_uuids=[str(uuid) for uuid in labelled.get_array("structure_uuids")[rows]],
         producer_uuids=[producer] * len(frames),
     )
+    relabelled.base.attributes.set("relabelling", {"relabelled": len(rows), "kept_old_label": drifted})
     return {"relabelled": relabelled}
 
 
