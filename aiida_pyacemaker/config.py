@@ -75,8 +75,6 @@ def check_config(content: Any, base: pathlib.Path) -> dict[str, Any]:
     if len(given := [key for key in TEACHER_KEYS if key in content]) != 1:
         raise ConfigError(f"give the teacher as exactly one of {list(TEACHER_KEYS)}, got {given or 'none'}")
     config = dict(content)
-    key = given[0]
-    config["teacher"] = _check_teacher(config.pop(key), base, key)
     if not isinstance(config["campaign"], str) or not config["campaign"].strip():
         raise ConfigError("campaign: give a non-empty name (a string)")
     protocols = _protocols()
@@ -84,6 +82,7 @@ def check_config(content: Any, base: pathlib.Path) -> dict[str, Any]:
     if config["protocol"] not in protocols:
         raise ConfigError(f"protocol: `{config['protocol']}` is not one of {sorted(protocols)}")
     config["prototypes"] = _check_prototypes(config["prototypes"], base)
+    config["teacher"] = _check_teacher(config.pop(given[0]), base, given[0])
     if config.get("test_set") is not None:
         config["test_set"] = _existing_file(config["test_set"], base, "test_set")
     config["codes"] = _check_codes(config.get("codes") or {})

@@ -57,6 +57,9 @@ from .tiered_oracle import TieredOracleWorkChain
 loop_while: Any = while_
 run_if: Any = if_
 
+#: Phase 4 keeps a fine-tuned teacher only when it relabels at least this share of the old teacher rows within
+#: their calibrated error; otherwise it has drifted and the previous teacher goes on.
+MIN_RELABELLED_SHARE = 0.5
 #: At least this many DFT structures before the committee is fine-tuned on them.
 MIN_FINE_TUNE_STRUCTURES = 2
 #: Inputs of the children that the loop sets itself, per iteration.
@@ -357,6 +360,10 @@ class DistillationWorkChain(ProtocolMixin, WorkChain):
             if not node.is_finished_ok:
                 return self.exit_codes.ERROR_FINE_TUNE_FAILED.format(pk=node.pk, message=node.exit_message or "")
             committee[key] = node.outputs.models[f"s{seed}"]
+        self.ctx.previous_committee = self.ctx.committee
+        self.ctx.previous_fine_tuned = self.ctx.fine_tuned
+        if "energy_reference" in self.ctx:
+            self.ctx.previous_energy_reference = self.ctx.energy_reference
         self.ctx.committee = committee
         self.ctx.fine_tuned = True
         inputs = self._teacher_inputs()
@@ -392,12 +399,22 @@ class DistillationWorkChain(ProtocolMixin, WorkChain):
         if not node.is_finished_ok:
             return self.exit_codes.ERROR_RELABELLING_FAILED.format(pk=node.pk, message=node.exit_message or "")
         outputs = relabel(self.ctx.teacher_rows, node.outputs.results, self.ctx.energy_reference)
-        if "relabelled" in outputs:
-            self.ctx.relabelled = outputs["relabelled"]
-            counts = self.ctx.relabelled.base.attributes.get("relabelling")
-            self.report(f"Phase 4: {counts['relabelled']} rows relabelled, {counts['kept_old_label']} kept their label")
-        else:
-            self.report("Phase 4: no row relabelled (the fine-tuned teacher moved beyond every old label's error)")
+        relabelled = len(outputs["relabelled"]) if "relabelled" in outputs else 0
+        rows = len(self.ctx.teacher_rows)
+        if relabelled < MIN_RELABELLED_SHARE * rows:
+            # Most old labels moved beyond their calibrated error: the fine-tuned teacher drifted (a few DFT
+            # structures cannot justify that); the old teacher labels on, its labels stay.
+            self.ctx.committee = self.ctx.previous_committee
+            self.ctx.fine_tuned = self.ctx.previous_fine_tuned
+            if "previous_energy_reference" in self.ctx:
+                self.ctx.energy_reference = self.ctx.previous_energy_reference
+            self.report(
+                f"Phase 4: the fine-tuned teacher changed {rows - relabelled} of {rows} old labels beyond their "
+                "calibrated error: it drifted, it is not used; the previous teacher labels this iteration"
+            )
+            return None
+        self.ctx.relabelled = outputs["relabelled"]
+        self.report(f"Phase 4: {relabelled} of {rows} teacher rows relabelled by the fine-tuned teacher")
         return None
 
     def generate_structures(self):

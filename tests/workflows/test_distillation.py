@@ -180,8 +180,13 @@ def test_loop_on_the_daemon_with_real_pw_and_fine_tuning(
     assert len(oracles) == 2 and len(fits) == 2 and len(tunes) == 3
     assert all(tune.inputs.mace_train.training_set.base.attributes.get("sources") == {"dft": calls} for tune in tunes)
     # Phase 4 labels with the fine-tuned committee, and the second fit continues the first potential.
-    tuned = {model.uuid for model in node.outputs.committee.values()}
-    assert {model.uuid for model in oracles[1].inputs.mace.mace.models.values()} == tuned
+    report = "\n".join(log.message for log in orm.Log.collection.get_logs_for(node))
+    teacher_now = {model.uuid for model in oracles[1].inputs.mace.mace.models.values()}
+    if "committee" in node.outputs:  # the fine-tuned committee kept most old labels within their error: it labels
+        assert teacher_now == {model.uuid for model in node.outputs.committee.values()}
+    else:  # it drifted: rejected, the original committee labels on
+        assert "it drifted, it is not used" in report
+        assert teacher_now == {model.uuid for model in tiny_committee.values()}
     assert fits[1].inputs.previous_potential.uuid == fits[0].outputs.potential.uuid
     assert node.outputs.potential.uuid == fits[1].outputs.potential.uuid
     # The surrogates are made around the DFT structures of the first iteration.
@@ -196,7 +201,7 @@ def test_loop_on_the_daemon_with_real_pw_and_fine_tuning(
     (relabelling,) = [n for n in node.called if n.process_label == "relabel"]
     labelled_now = sum(second["routes"].get(r, 0) for r in ("mace", "dft"))
     new_rows = fits[1].inputs.new_structures
-    if "relabelled" in relabelling.outputs:
+    if "relabelled" in relabelling.outputs and "committee" in node.outputs:
         counts = relabelling.outputs.relabelled.base.attributes.get("relabelling")
         assert counts["relabelled"] + counts["kept_old_label"] == first["routes"]["mace"]
         assert len(new_rows) == counts["relabelled"] + labelled_now
