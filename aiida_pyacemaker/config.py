@@ -15,11 +15,11 @@ Example (paths are relative to the file)::
       oracle: {uncertainty_threshold: 0.08}
       training: {pacemaker: {pacemaker: {parameters: {maxiter: 300}}}}
 
-``teacher`` is one MACE model (a foundation model: its uncertainty is the latent distance to the prototypes and
-the campaign's DFT structures) or a list of two or more (a committee: their spread); ``committee`` is the older
-name of the same key. ``codes.mace_train: null`` turns Phase 4 (fine-tuning) off. ``overrides`` follow the work
-chain's ports (one schema: ``verdi plugin list aiida.workflows pyacemaker.distillation`` shows them); the
-children's protocols of the same name fill what is not given. Every error names the key and what it allows.
+``teacher`` is one MACE model (a foundation model: its uncertainty is the latent distance to the prototypes and,
+once fine-tuned on them, the campaign's DFT structures) or a list of two or more (a committee: their spread);
+``committee`` is the older name of the same key. ``codes.mace_train: null`` turns Phase 4 (fine-tuning) off.
+``overrides`` follow the work chain's ports (one schema: ``verdi plugin list aiida.workflows
+pyacemaker.distillation`` shows them); the children's protocols of the same name fill what is not given. Every error names the key and what it allows.
 """
 
 from __future__ import annotations

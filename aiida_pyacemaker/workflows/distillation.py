@@ -15,9 +15,10 @@ The four phases of a campaign (names used in code, docs and reports):
   replay) on the new and the relabelled rows. Without the ``fine_tune`` namespace a later iteration draws a fresh
   pool instead.
 
-The teacher is a committee or one model. A single model's uncertainty is its latent distance to the prototypes and
-the campaign's DFT structures (a reference set that grows with them). The oracle calibrates the uncertainty on DFT
-rows (``calibration_size`` rows first, then every DFT row); the calibration is carried from one oracle to the next.
+The teacher is a committee or one model. A single model's uncertainty is its latent distance to the prototypes and,
+once it is fine-tuned on them, the campaign's DFT structures (a reference set that grows with them). The oracle
+calibrates the uncertainty on DFT rows (``calibration_size`` rows first, then every DFT row); the calibration is
+carried from one oracle to the next.
 
 The loop stops when the DFT budget is spent, the test force RMSE reaches the target, nothing was above the DFT
 threshold, or after ``max_iterations``.
@@ -542,10 +543,14 @@ class DistillationWorkChain(ProtocolMixin, WorkChain):
 
     def _teacher_inputs(self) -> dict[str, Any]:
         """The oracle's ``MaceBaseWorkChain`` inputs with the current teacher and its reference structures: the given
-        ones (by default the prototypes) and the campaign's DFT structures (the latent distance is measured to them)."""
+        ones (by default the prototypes) and, for a teacher fine-tuned on them, the campaign's DFT structures (the
+        latent distance is measured to them)."""
         inputs = self.exposed_inputs(TieredOracleWorkChain, namespace="oracle")["mace"]
         mace = {**inputs["mace"], "models": self.ctx.committee}
-        dft = select_source(orm.Str("dft"), **self.ctx.labelled) if self.ctx.labelled else {}
+        # The DFT structures belong to the reference only once the teacher was trained on them (fine-tuned): the
+        # latent distance says where the teacher is reliable, not where DFT labels exist.
+        trained_on_dft = self.ctx.fine_tuned and self.ctx.labelled
+        dft = select_source(orm.Str("dft"), **self.ctx.labelled) if trained_on_dft else {}
         key = f"reference_{len(dft['selected']) if 'selected' in dft else 0}"
         if key not in self.ctx:  # one node per size of the DFT set, not one per call
             self.ctx[key] = teacher_reference(mace.get("reference_structures", self.inputs.prototypes), **dft)
