@@ -19,7 +19,8 @@ Example (paths are relative to the file)::
 once fine-tuned on them, the campaign's DFT structures) or a list of two or more (a committee: their spread);
 ``committee`` is the older name of the same key. ``codes.mace_train: null`` turns Phase 4 (fine-tuning) off.
 ``overrides`` follow the work chain's ports (one schema: ``verdi plugin list aiida.workflows
-pyacemaker.distillation`` shows them); the children's protocols of the same name fill what is not given. Every error names the key and what it allows.
+pyacemaker.distillation`` shows them); the children's protocols of the same name fill what is not given. Every
+error names the key and what it allows.
 """
 
 from __future__ import annotations
