@@ -257,8 +257,12 @@ def test_fit_from_scratch(scratch_fit, si_dft_set):
     assert isinstance(potential, AcePotentialData)
     assert potential.elements == ["Si"] and potential.cutoff == pytest.approx(5.0)
     assert potential.num_functions > 0 and "Si" in potential.reference_energy
-    assert set(potential.base.repository.list_object_names()) == {"potential.yaml", "potential.yace"}
-    assert potential.has_yace and not potential.is_interim
+    # Every protocol builds the active set: evaluations report the extrapolation grade gamma.
+    assert set(potential.base.repository.list_object_names()) == {"potential.yaml", "potential.yace", "potential.asi"}
+    assert potential.has_yace and potential.has_active_set and not potential.is_interim
+    # The driver moved pacemaker's ACE-to-ZBL blend below the data: r_in lowered by 0.2 A, blended over 0.3 A.
+    delta_in = [float(line.split(":")[1]) for line in potential.get_yaml().splitlines() if "delta_in:" in line]
+    assert delta_in and all(value == pytest.approx(0.3) for value in delta_in)
     atoms = si_dft_set[30].copy()
     atoms.calc = potential.get_calculator()
     assert atoms.get_potential_energy() == pytest.approx(si_dft_set[30].info["REF_energy"], abs=0.1 * len(atoms))
