@@ -248,7 +248,7 @@ def test_one_foundation_model_routes_by_its_calibrated_latent_distance_with_real
     assert routing.base.attributes.get("calibrated") is True
     routes = routing.get_array("route").tolist()
     raw = routing.get_array("raw_uncertainty")
-    assert raw[6] == raw.max() and raw[6] > 5 * raw[:6].max()  # the compressed crystal is far from everything
+    assert raw[6] == raw.max() and raw[6] > 3 * raw[:6].max()  # the compressed crystal is far from everything
     assert routes[6] != "mace"  # never accepted with the teacher's label
     assert routing.get_array("calibration_row").sum() == 3 and routes.count("dft") + routes.count("dft_failed") <= 4
 
