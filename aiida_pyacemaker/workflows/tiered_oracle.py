@@ -22,6 +22,7 @@ from ..calculations.functions.oracle import (
     assemble_labels,
     calibrate_teacher,
     route_structures,
+    row_record,
     select_calibration_rows,
     split_structure_set,
 )
@@ -274,7 +275,7 @@ class TieredOracleWorkChain(ProtocolMixin, WorkChain):
             if label.startswith(DFT_ROW_PREFIX):
                 row = int(label[len(DFT_ROW_PREFIX) :])
                 # queryable: "structures sent to DFT with (raw) u > x"
-                raw = self.raw_uncertainty(row)
+                raw = row_record(list(self.teacher_results().values()), row)["uncertainty"]
                 structure.base.extras.set_many({"pyacemaker_uncertainty": raw, "pyacemaker_row": row})
                 self.ctx.dft_structures[row] = structure
                 self.ctx.dft_queue.append(row)
@@ -282,15 +283,6 @@ class TieredOracleWorkChain(ProtocolMixin, WorkChain):
 
     def teacher_results(self) -> dict[str, Any]:
         return {key: self.ctx[key].outputs.results for key in self.mace_keys()}
-
-    def raw_uncertainty(self, row: int) -> float:
-        """The raw uncertainty of one row."""
-        for key in self.mace_keys():
-            results = self.ctx[key].outputs.results
-            if row < len(results):
-                return float(results.get_array("uncertainty")[row])
-            row -= len(results)
-        raise IndexError(row)
 
     def dft_trajectories(self) -> dict[str, Any]:
         return {
@@ -322,11 +314,9 @@ class TieredOracleWorkChain(ProtocolMixin, WorkChain):
                 self.report(f"DFT of row {row} failed ({node.process_label}<{node.pk}>): recorded as dft_failed")
 
     def assemble(self):
-        nodes: dict[str, Any] = {key: self.ctx[key].outputs.results for key in self.mace_keys()}
+        nodes: dict[str, Any] = {**self.teacher_results(), **self.dft_trajectories()}
         for row in self.ctx.dft_done:
-            node = self.ctx[f"dft_{row:06d}"]
-            nodes[f"dft_parameters_{row:06d}"] = node.outputs.output_parameters
-            nodes[f"dft_trajectory_{row:06d}"] = node.outputs.output_trajectory
+            nodes[f"dft_parameters_{row:06d}"] = self.ctx[f"dft_{row:06d}"].outputs.output_parameters
         if "energy_reference" in self.inputs:
             nodes["energy_reference"] = self.inputs.energy_reference
         outputs = assemble_labels(self.inputs.structures, self.ctx.routing, **nodes)
