@@ -17,7 +17,8 @@ Example (paths are relative to the file)::
 
 ``teacher`` is one MACE model (a foundation model: its uncertainty is the latent distance to the prototypes and,
 once fine-tuned on them, the campaign's DFT structures) or a list of two or more (a committee: their spread);
-``committee`` is the older name of the same key. ``codes.mace_train: null`` turns Phase 4 (fine-tuning) off.
+``committee`` is the older name of the same key. ``codes.mace_train: null`` turns Phase 4 (fine-tuning) off,
+``codes.ace_md: null`` Phase 3 (exploration by MD) and ``codes.evaluate: null`` Phase 2 (validation).
 ``overrides`` follow the work chain's ports (one schema: ``verdi plugin list aiida.workflows
 pyacemaker.distillation`` shows them); the children's protocols of the same name fill what is not given. Every
 error names the key and what it allows.
@@ -41,6 +42,8 @@ DEFAULT_CODES = {
     "pw": "pw@localhost",
     "pacemaker": "pacemaker@localhost",
     "mace_train": "mace-train@localhost",
+    "ace_md": "ace-md@localhost",
+    "evaluate": "evaluate@localhost",
 }
 BULK_KEYS = ("name", "crystalstructure", "a", "c", "cubic", "orthorhombic")
 
@@ -213,6 +216,8 @@ def build_from_config(config: dict[str, Any]):
             codes["pacemaker"],
             campaign=config["campaign"],
             mace_train_code=codes.get("mace_train"),
+            md_code=codes.get("ace_md"),
+            evaluate_code=codes.get("evaluate"),
             test_set=test_set,
             protocol=config["protocol"],
             overrides=overrides,

@@ -35,7 +35,11 @@ def number_of_bands(structure: StructureData, pseudo_family: str = DEFAULT_FAMIL
     """Bands for an SCF with smearing: max(1.5 x occupied, occupied + 8), occupied from the valence electrons."""
     from aiida.orm import load_group
 
-    pseudos = load_group(pseudo_family).get_pseudos(structure=structure)
+    return bands_for_pseudos(structure, load_group(pseudo_family).get_pseudos(structure=structure))
+
+
+def bands_for_pseudos(structure: StructureData, pseudos: dict[str, Any]) -> int:
+    """``number_of_bands`` from the pseudopotentials by kind name (as in ``PwBaseWorkChain``'s ``pw.pseudos``)."""
     electrons = sum(pseudos[site.kind_name].z_valence for site in structure.sites)
     occupied = electrons / 2
     return math.ceil(max(BANDS_FACTOR * occupied, occupied + MIN_EMPTY_BANDS))

@@ -88,6 +88,87 @@ def uncertainty_figure(uncertainty: np.ndarray, accept: float, call_dft: float) 
     return figure
 
 
+ENGINE_STYLE = {
+    "ace": ("ACE", "tab:blue", "-"),
+    "teacher": ("teacher", "tab:orange", "--"),
+    "dft": ("DFT", "black", ":"),
+}
+
+
+def eos_figure(table: dict[str, Any], curves) -> Figure:
+    """Energy per atom against volume per atom for every engine: its points and its Birch-Murnaghan fit, each
+    relative to its own minimum (engines have different energy zeros)."""
+    figure, axes = _figure()
+    for engine in table["engines"]:
+        label, color, style = ENGINE_STYLE[engine]
+        volumes = curves.get_array(f"{engine}_eos_volumes_per_atom")
+        energies = curves.get_array(f"{engine}_eos_energies_per_atom")
+        values = table["properties"][engine]
+        v0, e0, b0 = values["volume_per_atom"], values["energy_per_atom"], values["bulk_modulus_gpa"] / 160.21766208
+        bp = values["bulk_modulus_derivative"]
+        grid = np.linspace(volumes.min(), volumes.max(), 100)
+        eta = (v0 / grid) ** (2 / 3)
+        fit = e0 + 9 * v0 * b0 / 16 * ((eta - 1) ** 3 * bp + (eta - 1) ** 2 * (6 - 4 * eta))
+        axes.plot(
+            grid,
+            (fit - e0) * 1e3,
+            color=color,
+            linestyle=style,
+            label=f"{label}: a0 {values['lattice_constant']:.3f} A",
+        )
+        axes.scatter(volumes, (energies - e0) * 1e3, color=color, s=12)
+    axes.set(xlabel="volume (A^3/atom)", ylabel="E - E0 (meV/atom)", title=f"EOS of {table['prototype']}")
+    axes.legend(fontsize=8)
+    return figure
+
+
+def phonon_figure(table: dict[str, Any], curves) -> Figure:
+    """Phonon bands on the standard path for every engine, with imaginary modes flagged in the legend."""
+    figure, axes = _figure((6.0, 4.0))
+    engines = [engine for engine in table["engines"] if f"{engine}_band_x" in curves.get_arraynames()]
+    special = curves.get_array(f"{engines[0]}_band_special_x")
+    for engine in engines:
+        label, color, style = ENGINE_STYLE[engine]
+        x = curves.get_array(f"{engine}_band_x")
+        bands = curves.get_array(f"{engine}_band_frequencies_thz")
+        imaginary = " (imaginary modes)" if table["properties"][engine]["imaginary_modes"] else ""
+        for index in range(bands.shape[1]):
+            axes.plot(
+                x,
+                bands[:, index],
+                color=color,
+                linestyle=style,
+                linewidth=1,
+                label=label + imaginary if index == 0 else None,
+            )
+    for position in special:
+        axes.axvline(position, color="grey", linewidth=0.5)
+    labels = [r"$\Gamma$" if name == "G" else name for name in curves.base.attributes.get("band_labels", [])]
+    axes.set_xticks(special, labels[: len(special)])
+    axes.axhline(0, color="grey", linewidth=0.5)
+    axes.set(ylabel="frequency (THz)", title=f"phonons of {table['prototype']}", xlim=(special[0], special[-1]))
+    axes.legend(fontsize=8)
+    return figure
+
+
+def validation_figures(table_node, curves) -> dict[str, Figure]:
+    """The figures of a validation: EOS curves and phonon bands of ACE, the teacher and DFT."""
+    table = table_node.get_dict()
+    return {"validation_eos": eos_figure(table, curves), "validation_phonons": phonon_figure(table, curves)}
+
+
+def write_figures(figures: dict[str, Figure], folder: str | pathlib.Path) -> list[pathlib.Path]:
+    """Write ``figures`` as ``<name>.png`` in ``folder``; return the paths."""
+    folder = pathlib.Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, figure in figures.items():
+        path = folder / f"{name}.png"
+        figure.savefig(path, dpi=120)
+        paths.append(path)
+    return paths
+
+
 def campaign_figures(node) -> dict[str, Figure]:
     """The figures of a finished ``DistillationWorkChain`` node (parity plots only when it had a test set)."""
     from .evaluation import parity_data, predictions
@@ -108,16 +189,11 @@ def campaign_figures(node) -> dict[str, Figure]:
             data["energy_ref"] - mean, data["energy_ace"] - mean, "energy - mean", "meV/atom", 1e3
         )
         figures["force_parity"] = parity_figure(data["forces_ref"], data["forces_ace"], "force", "eV/A", 1.0)
+    if "validation" in node.outputs:
+        figures.update(validation_figures(node.outputs.validation, node.outputs.validation_curves))
     return figures
 
 
 def write_campaign_plots(node, folder: str | pathlib.Path) -> list[pathlib.Path]:
     """Write the campaign's figures as ``<name>.png`` in ``folder``; return the paths."""
-    folder = pathlib.Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, figure in campaign_figures(node).items():
-        path = folder / f"{name}.png"
-        figure.savefig(path, dpi=120)
-        paths.append(path)
-    return paths
+    return write_figures(campaign_figures(node), folder)

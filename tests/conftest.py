@@ -326,3 +326,39 @@ def finished_workflow():
         return node
 
     return factory
+
+
+SI_ACE_MD = pathlib.Path(__file__).resolve().parent / "data" / "si_ace_md"
+
+
+@pytest.fixture
+def si_ace_potential():
+    """A small real Si ACE potential with its active set (20 functions, the fast pacemaker protocol on
+    ``models/si-foundation/si_foundation_dft.xyz``): gamma works; shipped so quick tests can run MD for real."""
+    from aiida_pyacemaker.data import AcePotentialData
+
+    return AcePotentialData.from_files(
+        SI_ACE_MD / "potential.yaml", SI_ACE_MD / "potential.yace", SI_ACE_MD / "potential.asi"
+    )
+
+
+@pytest.fixture
+def ace_md_code(aiida_localhost):
+    """``ace-md@localhost``: the Python with python-ace that runs MD with gamma (as ``aiida-pyacemaker setup``)."""
+    from aiida import orm
+
+    from aiida_pyacemaker.setup.codes import ACE_MD_CODE, ensure_code
+
+    ensure_code(ACE_MD_CODE, aiida_localhost)
+    return orm.load_code(f"{ACE_MD_CODE.label}@{aiida_localhost.label}")
+
+
+@pytest.fixture
+def evaluate_code(aiida_localhost):
+    """``evaluate@localhost``: the Python with python-ace and mace-torch that labels validation structures."""
+    from aiida import orm
+
+    from aiida_pyacemaker.setup.codes import EVALUATE_CODE, ensure_code
+
+    ensure_code(EVALUATE_CODE, aiida_localhost)
+    return orm.load_code(f"{EVALUATE_CODE.label}@{aiida_localhost.label}")

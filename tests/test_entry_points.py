@@ -8,18 +8,27 @@ import sys
 import pytest
 from aiida.plugins import CalculationFactory, DataFactory, ParserFactory, WorkflowFactory
 
-CALCULATIONS = ("pyacemaker.mace", "pyacemaker.mace.train", "pyacemaker.pacemaker")
+CALCULATIONS = (
+    "pyacemaker.mace",
+    "pyacemaker.mace.train",
+    "pyacemaker.pacemaker",
+    "pyacemaker.ace.md",
+    "pyacemaker.evaluate",
+)
 #: Every CalcJob has a restart wrapper that the other work chains call.
 WRAPPERS = {
     "pyacemaker.mace": "pyacemaker.mace.base",
     "pyacemaker.mace.train": "pyacemaker.mace.train.base",
     "pyacemaker.pacemaker": "pyacemaker.pacemaker.base",
+    "pyacemaker.ace.md": "pyacemaker.ace.md.base",
+    "pyacemaker.evaluate": "pyacemaker.evaluate.base",
 }
 WORKFLOWS = (
     *WRAPPERS.values(),
     "pyacemaker.tiered_oracle",
     "pyacemaker.incremental_training",
     "pyacemaker.distillation",
+    "pyacemaker.validation",
 )
 DATA = (
     "pyacemaker.mace.model",

@@ -15,6 +15,9 @@ PROCESSES = (
     "pyacemaker.tiered_oracle",
     "pyacemaker.incremental_training",
     "pyacemaker.distillation",
+    "pyacemaker.ace.md.base",
+    "pyacemaker.evaluate.base",
+    "pyacemaker.validation",
 )
 #: Children whose own protocols a parent's YAML overrides under these keys.
 CHILD_NAMESPACES = {"mace", "mace_train", "pacemaker", "dft", "oracle", "training", "fine_tune"}

@@ -7,6 +7,7 @@ import click
 from .distil import distil
 from .doctor import doctor
 from .setup import setup
+from .validate import validate
 
 
 @click.group()
@@ -18,3 +19,4 @@ def cli() -> None:
 cli.add_command(setup)
 cli.add_command(distil)
 cli.add_command(doctor)
+cli.add_command(validate)

@@ -48,6 +48,22 @@ def describe(node) -> list[str]:
             + (f", Spearman {rho:.2f}" if rho is not None else "")
         )
     lines.append(f"final potential: AcePotentialData<{potential.pk}> ({fit.get('iterations', '?')} fit iterations)")
+    for record in summary["per_iteration"]:
+        if "exploration" in record:
+            explored = record["exploration"]
+            lines.append(
+                f"  exploration before iteration {record['iteration']}: {explored['md_ps']:.1f} ps MD, largest gamma "
+                f"{explored['max_gamma']:.2f}, {explored['frames_selected']} of {explored['frames_collected']} "
+                f"extrapolating frames selected (stops: {', '.join(explored['stop_reasons'])})"
+            )
+    if "validation" in node.outputs:
+        from ..properties import format_md, format_table
+
+        table = node.outputs.validation.get_dict()
+        lines.append(f"validation of the final potential on {table['prototype']} (Phase 2):")
+        lines.extend(format_table(table["rows"], table["engines"]).splitlines())
+        if "md" in table:
+            lines.append(format_md(table["md"]))
     return lines
 
 

@@ -33,9 +33,14 @@ MACE_TRAIN_CODE = CodeSpec("mace-train", "mace_run_train", "pyacemaker.mace.trai
 #: The Python that has python-ace (pacemaker, pace_yaml2yace, pace_activeset on its PATH): runs the fit driver.
 PACEMAKER_CODE = CodeSpec("pacemaker", sys.executable, "pyacemaker.pacemaker", "Python with python-ace (pacemaker)")
 
+#: The Python that has python-ace: MD with gamma (exploration, MD stability).
+ACE_MD_CODE = CodeSpec("ace-md", sys.executable, "pyacemaker.ace.md", "Python with python-ace (MD with gamma)")
+#: The Python that has python-ace and mace-torch: labels and ionic relaxations for the validation.
+EVALUATE_CODE = CodeSpec("evaluate", sys.executable, "pyacemaker.evaluate", "Python with python-ace and mace-torch")
+
 #: Codes registered by ``aiida-pyacemaker setup``. MPI is off by default: on a laptop two ranks are not faster,
 #: and ``mpirun`` refuses to run as root without extra flags. Register an MPI code yourself for HPC runs.
-PLUGIN_CODES: tuple[CodeSpec, ...] = (PW_CODE, MACE_CODE, MACE_TRAIN_CODE, PACEMAKER_CODE)
+PLUGIN_CODES: tuple[CodeSpec, ...] = (PW_CODE, MACE_CODE, MACE_TRAIN_CODE, PACEMAKER_CODE, ACE_MD_CODE, EVALUATE_CODE)
 
 
 def find_executable(name: str) -> str | None:

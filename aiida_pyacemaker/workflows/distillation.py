@@ -5,8 +5,12 @@ The four phases of a campaign (names used in code, docs and reports):
 - **Phase 1, zero-shot distillation**: a seeded candidate pool around the prototypes is labelled by the
   ``TieredOracleWorkChain`` (teacher where it is sure, DFT where it is not); ACE is fitted by the
   ``IncrementalTrainingWorkChain``. This is iteration 0.
-- **Phase 2, validation**: the potential's physics against the teacher and DFT (not part of this work chain yet).
-- **Phase 3, exploration**: MD with the current ACE where it extrapolates (not part of this work chain yet).
+- **Phase 2, validation**: with the ``validation`` namespace, the final potential's physics (EOS, elastic constants,
+  phonons, vacancy, MD stability) against the teacher and DFT (``ValidationWorkChain``): output ``validation``.
+- **Phase 3, exploration**: with the ``exploration`` namespace, every iteration after the first takes its candidates
+  from MD with the current ACE (``AceMdBaseWorkChain``): the frames where ACE extrapolates (gamma), reduced by
+  D-optimality. The oracle labels them (teacher or DFT); its routing keeps gamma beside the teacher's uncertainty.
+  An exploration that finds no extrapolating frame falls back to the other candidates.
 - **Phase 4, hierarchical fine-tuning**: later iterations fine-tune the teacher on every DFT structure of the
   campaign (``MaceTrainBaseWorkChain``, one per committee member; a single foundation model with
   ``fine_tune.committee_size`` >= 2 gives that many copies with different seeds: a committee derived from it),
@@ -49,10 +53,12 @@ from ..data.mace_model import MaceModelData
 from ..data.structure_set import StructureSetData
 from ..protocols import ProtocolMixin, as_input_nodes, builder_inputs, nested_builder, without
 from ..routing import DFT_ROUTES, dft_calls
+from .ace_md.base import AceMdBaseWorkChain
 from .incremental_training import IncrementalTrainingWorkChain
 from .mace.base import MaceBaseWorkChain
 from .mace_train.base import MaceTrainBaseWorkChain
 from .tiered_oracle import TieredOracleWorkChain
+from .validation import ValidationWorkChain
 
 # aiida's annotations accept only ``WorkChain`` methods in conditionals, not a subclass's: untyped aliases.
 loop_while: Any = while_
@@ -66,6 +72,8 @@ MIN_FINE_TUNE_STRUCTURES = 2
 #: Inputs of the children that the loop sets itself, per iteration.
 ORACLE_SET_BY_LOOP = ("structures", "energy_reference", "max_dft_calls", "calibration")
 TRAINING_SET_BY_LOOP = ("campaign", "new_structures", "previous_potential", "test_set")
+EXPLORATION_SET_BY_LOOP = ("md.potential", "md.structure_set")
+VALIDATION_SET_BY_LOOP = ("potential", "prototype", "teacher", "dft")
 FINE_TUNE_SET_BY_LOOP = (
     "mace_train.training_set",
     "mace_train.foundation_model",
@@ -164,6 +172,18 @@ class DistillationWorkChain(ProtocolMixin, WorkChain):
             default=lambda: orm.Bool(True),
             help="Relabel the rows the old teacher labelled with the fine-tuned one before the delta update.",
         )
+        spec.expose_inputs(
+            AceMdBaseWorkChain,
+            namespace="exploration",
+            exclude=EXPLORATION_SET_BY_LOOP,
+            namespace_options={"required": False, "populate_defaults": False, "help": "Phase 3; off when absent."},
+        )
+        spec.expose_inputs(
+            ValidationWorkChain,
+            namespace="validation",
+            exclude=VALIDATION_SET_BY_LOOP,
+            namespace_options={"required": False, "populate_defaults": False, "help": "Phase 2; off when absent."},
+        )
         spec.inputs.validator = validate_inputs
         spec.outline(
             cls.setup,
@@ -174,11 +194,12 @@ class DistillationWorkChain(ProtocolMixin, WorkChain):
                     cls.inspect_calibration,
                     run_if(cls.should_relabel)(cls.relabel_teacher_rows, cls.inspect_relabelling),
                 ),
-                cls.generate_structures,
+                run_if(cls.should_explore)(cls.explore, cls.inspect_exploration).else_(cls.generate_structures),
                 cls.label,
                 cls.inspect_labels,
                 run_if(cls.has_new_labels)(cls.fit, cls.inspect_fit),
             ),
+            run_if(cls.should_validate)(cls.validate, cls.inspect_validation),
             cls.results,
         )
         spec.output("potential", valid_type=AcePotentialData, help="The final ACE potential.")
@@ -186,12 +207,16 @@ class DistillationWorkChain(ProtocolMixin, WorkChain):
         spec.output("energy_reference", valid_type=orm.Dict)
         spec.output("calibration", valid_type=orm.Dict, required=False, help="The teacher's last calibration.")
         spec.output_namespace("committee", valid_type=MaceModelData, dynamic=True, help="The fine-tuned committee.")
+        spec.output("validation", valid_type=orm.Dict, required=False, help="Phase 2: the final potential's table.")
+        spec.output("validation_curves", valid_type=orm.ArrayData, required=False, help="EOS and phonon curves.")
         spec.exit_code(420, "ERROR_ORACLE_FAILED", message="TieredOracleWorkChain<{pk}> failed: {message}")
         spec.exit_code(421, "ERROR_NOTHING_LABELLED", message="The first pool gave no labelled structure: {message}")
         spec.exit_code(422, "ERROR_TRAINING_FAILED", message="IncrementalTrainingWorkChain<{pk}> failed: {message}")
         spec.exit_code(423, "ERROR_FINE_TUNE_FAILED", message="MaceTrainBaseWorkChain<{pk}> failed: {message}")
         spec.exit_code(424, "ERROR_CALIBRATION_FAILED", message="MaceBaseWorkChain<{pk}> failed: {message}")
         spec.exit_code(426, "ERROR_RELABELLING_FAILED", message="MaceBaseWorkChain<{pk}> failed: {message}")
+        spec.exit_code(427, "ERROR_EXPLORATION_FAILED", message="AceMdBaseWorkChain<{pk}> failed: {message}")
+        spec.exit_code(428, "ERROR_VALIDATION_FAILED", message="ValidationWorkChain<{pk}> failed: {message}")
         spec.exit_code(
             425,
             "ERROR_POTENTIAL_UNUSABLE",
@@ -209,6 +234,8 @@ class DistillationWorkChain(ProtocolMixin, WorkChain):
         pacemaker_code: orm.AbstractCode,
         campaign: str,
         mace_train_code: orm.AbstractCode | None = None,
+        md_code: orm.AbstractCode | None = None,
+        evaluate_code: orm.AbstractCode | None = None,
         test_set: LabelledStructuresData | None = None,
         protocol: str | None = None,
         overrides: dict[str, Any] | None = None,
@@ -219,7 +246,10 @@ class DistillationWorkChain(ProtocolMixin, WorkChain):
         The protocol is passed down: ``oracle`` (``TieredOracleWorkChain``, whose DFT tier follows it too),
         ``training`` (``IncrementalTrainingWorkChain``) and ``fine_tune`` (``MaceTrainBaseWorkChain``) are built
         from their own protocols of the same name with ``overrides['oracle']`` etc. on top. Phase 4 (fine-tuning) is
-        on when ``mace_train_code`` is given. The largest prototype sets the DFT tier's cutoffs and bands.
+        on when ``mace_train_code`` is given, Phase 3 (exploration, ``AceMdBaseWorkChain``'s protocol with
+        ``overrides['exploration']``) with ``md_code``, Phase 2 (validation of the final potential,
+        ``ValidationWorkChain``'s protocol with ``overrides['validation']``) with ``evaluate_code``. The largest
+        prototype sets the DFT tier's cutoffs and bands.
         """
         name = protocol or cls.get_default_protocol()
         inputs = cls.get_protocol_inputs(protocol, overrides)
@@ -241,6 +271,8 @@ class DistillationWorkChain(ProtocolMixin, WorkChain):
             protocol=name,
             overrides=inputs.pop("training", None),
         )
+        exploration_overrides = inputs.pop("exploration", None)
+        validation_overrides = inputs.pop("validation", None)
         fine_tune = inputs.pop("fine_tune", {})
         surrogates = fine_tune.pop("surrogates", None)
         fine_tune_loop_inputs = {key: fine_tune.pop(key) for key in ("committee_size", "relabel") if key in fine_tune}
@@ -256,6 +288,27 @@ class DistillationWorkChain(ProtocolMixin, WorkChain):
             oracle_inputs["mace"]["mace"]["reference_structures"] = prototypes
         builder.oracle = oracle_inputs
         builder.training = without(builder_inputs(training), *TRAINING_SET_BY_LOOP)
+        if md_code is not None:
+            exploration = nested_builder(
+                "exploration",
+                AceMdBaseWorkChain.get_builder_from_protocol,
+                md_code,
+                protocol=name,
+                overrides=exploration_overrides,
+            )
+            builder.exploration = builder_inputs(exploration)  # potential and start structures: set by the loop
+        if evaluate_code is not None:
+            validation = nested_builder(
+                "validation",
+                ValidationWorkChain.get_builder_from_protocol,
+                evaluate_code,
+                potential=None,
+                prototype=None,
+                md_code=md_code,
+                protocol=name,
+                overrides=validation_overrides,
+            )
+            builder.validation = without(builder_inputs(validation), *VALIDATION_SET_BY_LOOP)
         if mace_train_code is not None:
             member = next(iter(models.values()))  # any member: the builder picks the fine-tuning hyperparameters
             tune = nested_builder(
@@ -418,9 +471,51 @@ class DistillationWorkChain(ProtocolMixin, WorkChain):
         self.report(f"Phase 4: {relabelled} of {rows} teacher rows relabelled by the fine-tuned teacher")
         return None
 
-    def generate_structures(self):
-        """The pool (iteration 0, or every iteration without fine-tuning) or surrogates around the DFT structures."""
+    def should_explore(self) -> bool:
+        """Phase 3 from the second iteration on, once an ACE potential exists."""
+        return "exploration" in self.inputs and "potential" in self.ctx
+
+    def explore(self):
+        """MD with the current ACE from the prototypes: the frames where it extrapolates are the candidates."""
         self.ctx.iteration += 1
+        inputs = self.exposed_inputs(AceMdBaseWorkChain, namespace="exploration")
+        parameters = inputs["md"]["parameters"].get_dict() if "parameters" in inputs["md"] else {}
+        parameters["seed"] = int(parameters.get("seed", 0)) + self.ctx.iteration  # new trajectories every iteration
+        inputs["md"] = {
+            **inputs["md"],
+            "parameters": orm.Dict(parameters),
+            "potential": self.ctx.potential,
+            "structure_set": self.inputs.prototypes,
+        }
+        self.report(f"iteration {self.ctx.iteration}: Phase 3: exploring with ACE potential {self.ctx.potential.pk}")
+        return ToContext(exploration=self.submit(AceMdBaseWorkChain, **inputs))
+
+    def inspect_exploration(self):
+        node = self.ctx.exploration
+        if not node.is_finished_ok:
+            return self.exit_codes.ERROR_EXPLORATION_FAILED.format(pk=node.pk, message=node.exit_message or "")
+        summary = node.outputs.summary
+        records = summary["trajectories"]
+        stops = {record["stop_reason"] for record in records}
+        largest = max(record["max_gamma"] for record in records)
+        self.ctx.records[f"exploration_{self.ctx.iteration:03d}"] = summary
+        if "selected" not in node.outputs:
+            self.report(f"exploration: no frame above gamma_select (largest gamma {largest:.2f}); other candidates")
+            self.make_candidates()
+            return None
+        self.ctx.candidates = node.outputs.selected
+        self.report(
+            f"iteration {self.ctx.iteration}: {len(self.ctx.candidates)} frames selected by D-optimality of "
+            f"{summary['frames_collected']} collected (largest gamma {largest:.2f}; stops: {sorted(stops)})"
+        )
+        return None
+
+    def generate_structures(self):
+        self.ctx.iteration += 1
+        self.make_candidates()
+
+    def make_candidates(self) -> None:
+        """The pool (iteration 0, or every iteration without fine-tuning) or surrogates around the DFT structures."""
         seed = orm.Int(self.inputs.pool.get("seed", 0) + self.ctx.iteration)
         if self.ctx.iteration > 0 and "fine_tune" in self.inputs and "dft_last" in self.ctx:
             self.ctx.candidates = generate_candidates(self.ctx.dft_last, self.inputs.fine_tune.surrogates, seed)
@@ -510,6 +605,29 @@ class DistillationWorkChain(ProtocolMixin, WorkChain):
                 ratios = {domain: round(value, 3) for domain, value in forgetting["force_rmse_ratio"].items()}
                 message += f"; forgetting (after/before) {ratios}"
         self.report(message)
+        return None
+
+    def should_validate(self) -> bool:
+        return "validation" in self.inputs
+
+    def validate(self):
+        """Phase 2: the final potential against the teacher and DFT, on the first prototype."""
+        inputs = self.exposed_inputs(ValidationWorkChain, namespace="validation")
+        prototype = orm.StructureData(ase=self.inputs.prototypes.to_atoms()[0])
+        inputs.update(potential=self.ctx.potential, prototype=prototype)
+        if len(self.ctx.committee) == 1:
+            inputs["teacher"] = next(iter(self.ctx.committee.values()))
+        if "dft" in self.inputs.oracle:
+            inputs["dft"] = self.exposed_inputs(TieredOracleWorkChain, namespace="oracle")["dft"]
+        self.report(f"Phase 2: validating potential {self.ctx.potential.pk} on {prototype.get_formula()}")
+        return ToContext(validation=self.submit(ValidationWorkChain, **inputs))
+
+    def inspect_validation(self):
+        node = self.ctx.validation
+        if not node.is_finished_ok:
+            return self.exit_codes.ERROR_VALIDATION_FAILED.format(pk=node.pk, message=node.exit_message or "")
+        self.out("validation", node.outputs.table)
+        self.out("validation_curves", node.outputs.curves)
         return None
 
     def results(self):

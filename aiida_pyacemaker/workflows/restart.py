@@ -1,13 +1,16 @@
 """What the plugin's restart wrappers share: a builder filled from their protocol, and the report of a handled
-failure. ``MaceBaseWorkChain``, ``MaceTrainBaseWorkChain`` and ``PacemakerBaseWorkChain`` derive from it."""
+failure. ``MaceBaseWorkChain``, ``MaceTrainBaseWorkChain`` and ``PacemakerBaseWorkChain`` derive from
+``RestartWrapper``; ``AceMdBaseWorkChain`` and ``EvaluateBaseWorkChain`` from ``PotentialScriptWrapper``, which
+adds the handlers of a script that loads a potential and some structures and writes its outputs at the end."""
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
 
 from aiida import orm
+from aiida.common import AttributeDict
 from aiida.common.lang import type_check
-from aiida.engine import BaseRestartWorkChain, while_
+from aiida.engine import BaseRestartWorkChain, CalcJob, ExitCode, ProcessHandlerReport, process_handler, while_
 from aiida.engine.processes.builder import ProcessBuilder
 
 from ..protocols import ProtocolMixin, as_input_nodes, recursive_merge
@@ -75,3 +78,80 @@ class RestartWrapper(ProtocolMixin, BaseRestartWorkChain):
         """Report the failure of ``node`` and the action taken."""
         self.report(f"{node.process_label}<{node.pk}> failed with exit status {node.exit_status}: {node.exit_message}")
         self.report(f"Action taken: {action}")
+
+    def abort(self, node: orm.CalcJobNode, exit_code_label: str, reason: str) -> ProcessHandlerReport:
+        """A failure that a restart cannot fix: stop with this wrapper's ``exit_code_label`` and the child's message."""
+        self.report_error_handled(node, f"{reason}, a restart cannot help: aborting")
+        return ProcessHandlerReport(True, self.exit_codes[exit_code_label].format(message=node.exit_message))
+
+    def restart_with_more_walltime(self, node: orm.CalcJobNode, factor: float, fallback: int) -> ProcessHandlerReport:
+        """Out of walltime with no checkpoint to continue from: rerun from scratch with ``factor`` x the walltime
+        (``fallback`` seconds when none was set); ``max_iterations`` bounds the growth."""
+        options = self.ctx.inputs.metadata.options
+        current = options.get("max_wallclock_seconds") or node.get_option("max_wallclock_seconds")
+        walltime = int(current * factor) if current else int(fallback)
+        options["max_wallclock_seconds"] = walltime
+        self.report_error_handled(node, f"max_wallclock_seconds {current} -> {walltime}: restarting from scratch")
+        return ProcessHandlerReport(True)
+
+
+#: The exit codes every potential script's CalcJob has (``AceMdCalculation``, ``EvaluateCalculation``); handlers
+#: match a child's exit status, so these serve both.
+POTENTIAL_UNREADABLE = ExitCode(310, "ERROR_POTENTIAL_UNREADABLE")
+INPUT_UNREADABLE = ExitCode(311, "ERROR_INPUT_UNREADABLE")
+OUT_OF_WALLTIME = ExitCode(400, "ERROR_OUT_OF_WALLTIME")
+
+
+class PotentialScriptWrapper(RestartWrapper):
+    """A wrapper of a CalcJob that runs a potential on structures (exit codes 310, 311, 400 as above).
+
+    * ``handle_potential_unreadable`` (310) and ``handle_input_unreadable`` (311) fail again on every restart: abort
+      with the wrapper's exit code and the child's message;
+    * ``handle_out_of_walltime`` (400, or the scheduler's 120): the script writes its outputs at the end, so the job
+      is rerun from scratch with doubled ``max_wallclock_seconds``; ``max_iterations`` bounds the growth.
+
+    Anything else is left to ``BaseRestartWorkChain``'s ``on_unhandled_failure``.
+    """
+
+    #: The CalcJob's parameter defaults (``ctx.inputs.parameters`` is a plain dict with all of them).
+    _default_parameters: ClassVar[dict[str, Any]]
+    defaults = AttributeDict({"walltime_factor": 2, "fallback_max_wallclock_seconds": 3600})
+
+    @classmethod
+    def define(cls, spec) -> None:
+        super().define(spec)
+        spec.exit_code(
+            310,
+            "ERROR_POTENTIAL_UNREADABLE",
+            message="The potential cannot be loaded; a restart cannot help: {message}",
+        )
+        spec.exit_code(
+            311, "ERROR_INPUT_UNREADABLE", message="The structures cannot be read; a restart cannot help: {message}"
+        )
+
+    def setup(self) -> None:
+        """``ctx.inputs`` from the namespace, with every default parameter filled in."""
+        super().setup()
+        assert self._process_class is not None
+        self.ctx.inputs = AttributeDict(self.exposed_inputs(self._process_class, self._namespace))
+        given = self.ctx.inputs.parameters.get_dict() if "parameters" in self.ctx.inputs else {}
+        self.ctx.inputs.parameters = {**self._default_parameters, **given}
+        self.ctx.inputs.metadata = AttributeDict(self.ctx.inputs.get("metadata", {}))
+        self.ctx.inputs.metadata.options = AttributeDict(self.ctx.inputs.metadata.get("options", {}))
+
+    @process_handler(priority=600, exit_codes=[POTENTIAL_UNREADABLE])
+    def handle_potential_unreadable(self, node: orm.CalcJobNode) -> ProcessHandlerReport:
+        """A potential that cannot be loaded fails again on restart: abort."""
+        return self.abort(node, "ERROR_POTENTIAL_UNREADABLE", "the potential is unreadable")
+
+    @process_handler(priority=590, exit_codes=[INPUT_UNREADABLE])
+    def handle_input_unreadable(self, node: orm.CalcJobNode) -> ProcessHandlerReport:
+        """Structures the script cannot read fail again on restart: abort."""
+        return self.abort(node, "ERROR_INPUT_UNREADABLE", "the structures are unreadable")
+
+    @process_handler(priority=400, exit_codes=[OUT_OF_WALLTIME, CalcJob.exit_codes.ERROR_SCHEDULER_OUT_OF_WALLTIME])
+    def handle_out_of_walltime(self, node: orm.CalcJobNode) -> ProcessHandlerReport:
+        """Out of walltime: rerun from scratch with doubled ``max_wallclock_seconds``."""
+        return self.restart_with_more_walltime(
+            node, self.defaults.walltime_factor, self.defaults.fallback_max_wallclock_seconds
+        )

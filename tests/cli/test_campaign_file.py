@@ -41,7 +41,7 @@ def test_the_example_campaign_file_is_valid():
         ({"test_set": "missing.xyz"}, "test_set: no such file"),
         (
             {"codes": {"dft": "pw@localhost"}},
-            "codes: unknown key(s) ['dft']; allowed: ['mace', 'mace_train', 'pacemaker'",
+            "codes: unknown key(s) ['dft']; allowed: ['ace_md', 'evaluate', 'mace', 'mace_train', 'pacemaker'",
         ),
         ({"codes": {"pw": 3}}, "codes.pw: give a code label such as `pw@localhost`"),
         ({"overrides": {"budget": 3}}, "overrides: `budget` is not an input; allowed here: ["),
@@ -78,7 +78,7 @@ def test_missing_keys_and_bad_yaml(tmp_path):
 
 
 def test_build_from_the_example_gives_the_fast_protocol(
-    mace_code, pw_code, pacemaker_code, mace_train_code, pseudo_family
+    mace_code, pw_code, pacemaker_code, mace_train_code, ace_md_code, evaluate_code, pseudo_family
 ):
     from aiida_pyacemaker.config import build_from_config
 
@@ -90,6 +90,10 @@ def test_build_from_the_example_gives_the_fast_protocol(
     assert len(builder.oracle.mace.mace.models) == 1 and len(builder.test_set) == 15
     assert builder.fine_tune.mace_train.parameters["max_num_epochs"] == 10
     assert builder.prototypes.base.attributes.get("num_atoms") == 8
+    # Phase 3 and Phase 2 are on: exploration from the fast MD protocol, validation of the final potential
+    assert builder.exploration.md.parameters["min_atoms"] == 16
+    assert builder.validation.settings["dft_properties"] == ["elastic"]
+    assert builder.validation.md.md.parameters["mode"] == "stability"
 
     # Values are checked against the same ports when the builder is made; the error names the key.
     with pytest.raises(ConfigError, match=r"overrides: `dft_budget` = '3' does not fit the port"):

@@ -150,3 +150,97 @@ def test_distillation_425_when_the_potential_is_unusable(loop, rmse, status):
     assert (exit_code.status if exit_code else None) == status
     if status:
         assert "1500.0 meV/A, above the bound of 1000.0 meV/A" in exit_code.message
+
+
+def test_distillation_427_when_exploration_fails(loop, finished_workflow):
+    from aiida_pyacemaker.workflows.ace_md.base import AceMdBaseWorkChain
+
+    loop.ctx.exploration = finished_workflow(AceMdBaseWorkChain, 310, exit_message="potential unreadable")
+    exit_code = loop.inspect_exploration()
+    assert exit_code.status == 427 and "potential unreadable" in exit_code.message
+
+
+def test_distillation_428_when_validation_fails(loop, finished_workflow):
+    from aiida_pyacemaker.workflows.validation import ValidationWorkChain
+
+    loop.ctx.validation = finished_workflow(ValidationWorkChain, 430, exit_message="The dft labels failed")
+    exit_code = loop.inspect_validation()
+    assert exit_code.status == 428 and "The dft labels failed" in exit_code.message
+
+
+def exploration_summary(selected: int) -> orm.Dict:
+    record = {"stop_reason": "gamma", "max_gamma": 7.5, "time_ps": 0.8, "steps": 800, "temperature": 1200.0}
+    return orm.Dict({"trajectories": [record], "frames_collected": 4, "frames_selected": selected})
+
+
+def test_exploration_frames_become_the_candidates(loop, finished_workflow):
+    from aiida_pyacemaker.workflows.ace_md.base import AceMdBaseWorkChain
+
+    frames = StructureSetData.from_atoms([si8(), si8()])
+    frames.set_array("gamma", np.array([3.0, 4.0]))
+    loop.ctx.exploration = finished_workflow(
+        AceMdBaseWorkChain, 0, {"summary": exploration_summary(2), "trajectory": orm.ArrayData(), "selected": frames}
+    )
+    loop.ctx.iteration = 1
+    assert loop.inspect_exploration() is None
+    assert loop.ctx.candidates.uuid == frames.uuid
+    assert loop.ctx.records["exploration_001"]["frames_selected"] == 2
+
+
+def test_exploration_without_extrapolating_frames_falls_back_to_the_pool(loop, finished_workflow):
+    from aiida_pyacemaker.workflows.ace_md.base import AceMdBaseWorkChain
+
+    loop.ctx.exploration = finished_workflow(
+        AceMdBaseWorkChain, 0, {"summary": exploration_summary(0), "trajectory": orm.ArrayData()}
+    )
+    loop.ctx.iteration = 1
+    assert loop.inspect_exploration() is None
+    assert len(loop.ctx.candidates) == 30, "the fast pool (16 rattles, 8 strains, 6 vacancies)"
+
+
+@pytest.fixture
+def validation(evaluate_code_fixture, si_ace_potential, foundation_model, pw_code, pseudo_family, generate_workchain):
+    from aiida_pyacemaker.workflows.validation import ValidationWorkChain
+
+    builder = ValidationWorkChain.get_builder_from_protocol(
+        evaluate_code_fixture,
+        si_ace_potential,
+        orm.StructureData(ase=si8()),
+        teacher=foundation_model,
+        pw_code=pw_code,
+    )
+    process = generate_workchain("pyacemaker.validation", builder_inputs(builder))
+    process.setup()
+    return process
+
+
+@pytest.fixture
+def evaluate_code_fixture(fixture_code):
+    return fixture_code("pyacemaker.evaluate")
+
+
+def test_validation_430_when_an_engine_fails(validation, finished_workflow):
+    from aiida_pyacemaker.workflows.evaluate.base import EvaluateBaseWorkChain
+
+    assert list(validation.ctx.engines) == ["ace", "teacher", "dft"]
+    validation.ctx.eos_ace = finished_workflow(EvaluateBaseWorkChain, 310, exit_message="potential unreadable")
+    exit_code = validation.inspect_equation_of_state()
+    assert exit_code.status == 430 and "The ace labels failed" in exit_code.message
+    assert "potential unreadable" in exit_code.message
+
+
+def test_validation_431_when_the_md_fails(validation, finished_workflow):
+    from aiida_pyacemaker.workflows.ace_md.base import AceMdBaseWorkChain
+
+    validation.ctx.md = finished_workflow(AceMdBaseWorkChain, 311, exit_message="structures unreadable")
+    exit_code = validation.inspect_md_stability()
+    assert exit_code.status == 431 and "structures unreadable" in exit_code.message
+
+
+def test_validation_relaxes_with_pw_where_the_row_asks_and_sets_its_bands(validation):
+    structure = orm.StructureData(ase=si8().repeat(2))
+    inputs = validation.dft_inputs(structure, relax=True)
+    parameters = inputs["pw"]["parameters"].get_dict()
+    assert parameters["CONTROL"]["calculation"] == "relax" and parameters["CONTROL"]["tstress"]
+    assert parameters["SYSTEM"]["nbnd"] == 192, "64 Si atoms, 4 valence electrons each: 128 occupied bands x 1.5"
+    assert validation.dft_inputs(structure, relax=False)["pw"]["parameters"]["CONTROL"]["calculation"] == "scf"

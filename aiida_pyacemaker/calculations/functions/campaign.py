@@ -62,6 +62,16 @@ def summarise_campaign(settings: orm.Dict, **nodes) -> orm.Dict:
                 record["test_max_gamma"] = overall["max_gamma"]
                 record["test_extrapolating_structures"] = overall["extrapolating_structures"]
             record["forgetting"] = forgetting.get("force_rmse_ratio", {})
+        if f"exploration_{index:03d}" in nodes:  # Phase 3: where the candidates of this iteration came from
+            exploration = nodes[f"exploration_{index:03d}"]
+            trajectories = exploration["trajectories"]
+            record["exploration"] = {
+                "frames_collected": exploration["frames_collected"],
+                "frames_selected": exploration["frames_selected"],
+                "max_gamma": max(item["max_gamma"] for item in trajectories),
+                "stop_reasons": sorted({item["stop_reason"] for item in trajectories}),
+                "md_ps": sum(item["time_ps"] for item in trajectories),
+            }
         iterations.append(record)
     return orm.Dict({**settings.get_dict(), "dft_calls": total_calls, "per_iteration": iterations})
 

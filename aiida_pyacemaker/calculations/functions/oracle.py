@@ -114,8 +114,9 @@ def route_structures(structure_set: StructureSetData, settings: orm.Dict, **node
     ``nodes``: ``mace_<chunk>`` results in row order; optionally ``calibration`` (the thresholds then apply to the
     calibrated uncertainty) and ``calibration_rows`` (rows DFT already labelled to calibrate: they keep the route
     ``dft`` and count against the budget). Outputs: ``routing`` (route, uncertainty (calibrated when a calibration is
-    given), raw_uncertainty, status; the counts as an attribute) and one ``StructureData`` per row newly sent to DFT
-    (``dft_row_<row>``), so that each DFT calculation descends from this decision.
+    given), raw_uncertainty, status, and ``ace_gamma`` when the structures carry the ACE extrapolation grade of
+    exploration: two opinions per structure; the counts as an attribute) and one ``StructureData`` per row newly sent
+    to DFT (``dft_row_<row>``), so that each DFT calculation descends from this decision.
     """
     raw, status = teacher_columns(_chunks(nodes))
     calibration = nodes["calibration"].get_dict() if "calibration" in nodes else None
@@ -135,6 +136,8 @@ def route_structures(structure_set: StructureSetData, settings: orm.Dict, **node
     routing.set_array("raw_uncertainty", raw)
     routing.set_array("status", status)
     routing.set_array("calibration_row", np.isin(np.arange(len(routes)), fixed))
+    if "gamma" in structure_set.get_arraynames():  # candidates from exploration: the student's opinion beside
+        routing.set_array("ace_gamma", structure_set.get_array("gamma"))
     routing.base.attributes.set("counts", route_counts(routes))
     routing.base.attributes.set("calibrated", calibration is not None)
     routing.base.attributes.set("uncertainty_kind", teacher_kind(nodes))

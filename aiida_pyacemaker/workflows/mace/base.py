@@ -106,16 +106,12 @@ class MaceBaseWorkChain(RestartWrapper):
     @process_handler(priority=600, exit_codes=[MaceCalculation.exit_codes.ERROR_MODEL_UNREADABLE])
     def handle_model_unreadable(self, node: orm.CalcJobNode) -> ProcessHandlerReport:
         """A model file the committee cannot load fails again on restart: abort."""
-        self.report_error_handled(node, "a model file is unreadable, a restart cannot help: aborting")
-        exit_code = self.exit_codes.ERROR_MODEL_UNREADABLE.format(message=node.exit_message)
-        return ProcessHandlerReport(True, exit_code)
+        return self.abort(node, "ERROR_MODEL_UNREADABLE", "a model file is unreadable")
 
     @process_handler(priority=590, exit_codes=[MaceCalculation.exit_codes.ERROR_INPUT_UNREADABLE])
     def handle_input_unreadable(self, node: orm.CalcJobNode) -> ProcessHandlerReport:
         """A structures file the script cannot read fails again on restart: abort."""
-        self.report_error_handled(node, "the structures file is unreadable, a restart cannot help: aborting")
-        exit_code = self.exit_codes.ERROR_INPUT_UNREADABLE.format(message=node.exit_message)
-        return ProcessHandlerReport(True, exit_code)
+        return self.abort(node, "ERROR_INPUT_UNREADABLE", "the structures file is unreadable")
 
     @process_handler(
         priority=500,
@@ -150,12 +146,6 @@ class MaceBaseWorkChain(RestartWrapper):
     )
     def handle_out_of_walltime(self, node: orm.CalcJobNode) -> ProcessHandlerReport:
         """Out of walltime: rerun from scratch (no checkpoint exists) with doubled ``max_wallclock_seconds``."""
-        options = self.ctx.inputs.metadata.options
-        current = options.get("max_wallclock_seconds") or node.get_option("max_wallclock_seconds")
-        if current:
-            walltime = int(current * self.defaults.walltime_factor)
-        else:
-            walltime = int(self.defaults.fallback_max_wallclock_seconds)
-        options["max_wallclock_seconds"] = walltime
-        self.report_error_handled(node, f"max_wallclock_seconds {current} -> {walltime}: restarting from scratch")
-        return ProcessHandlerReport(True)
+        return self.restart_with_more_walltime(
+            node, self.defaults.walltime_factor, self.defaults.fallback_max_wallclock_seconds
+        )

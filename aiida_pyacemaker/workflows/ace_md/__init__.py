@@ -1,0 +1,5 @@
+"""Restart wrapper of ``AceMdCalculation``."""
+
+from .base import AceMdBaseWorkChain
+
+__all__ = ("AceMdBaseWorkChain",)

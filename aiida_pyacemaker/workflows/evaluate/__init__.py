@@ -1,0 +1,5 @@
+"""Restart wrapper of ``EvaluateCalculation``."""
+
+from .base import EvaluateBaseWorkChain
+
+__all__ = ("EvaluateBaseWorkChain",)
