@@ -292,7 +292,6 @@ TABLE_ROWS: tuple[tuple[str, str, str], ...] = (
     ("c44_gpa", "C44", "GPa"),
     ("max_frequency_thz", "highest phonon frequency", "THz"),
     ("gamma_optical_thz", "optical phonon at Gamma", "THz"),
-    ("min_frequency_thz", "lowest phonon frequency", "THz"),
     ("vacancy_formation_energy", "vacancy formation energy", "eV"),
 )
 
@@ -306,10 +305,8 @@ def comparison_table(properties: dict[str, dict[str, Any]]) -> list[dict[str, An
         for engine, values in properties.items():
             row[engine] = float(values[key]) if key in values else None
         reference_engine = next((e for e in ("dft", "teacher") if row.get(e) is not None), None)
-        if reference_engine is None:
-            continue
         row["reference"] = reference_engine
-        reference = row.get(reference_engine)
+        reference = row.get(reference_engine) if reference_engine else None
         for engine in properties:
             if engine == reference_engine:
                 continue
@@ -336,7 +333,7 @@ def format_table(rows: list[dict[str, Any]], engines: Sequence[str]) -> str:
             f"{row[f'{e}_error_pct']:>+13.2f}" if row.get(f"{e}_error_pct") is not None else f"{'-':>13}"
             for e in errors
         )
-        lines.append(line + f"{row.get('reference', '-'):>9}")
+        lines.append(line + f"{row.get('reference') or '-':>9}")
     return "\n".join(lines)
 
 

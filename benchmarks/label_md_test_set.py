@@ -47,12 +47,14 @@ def supercell():
 def md_frames(model: pathlib.Path, frames: int) -> list:
     """``frames`` snapshots per temperature of the teacher's Langevin NVT, ``temperature`` and ``md_step`` in info."""
     import numpy as np
+    import torch
     from ase import units
     from ase.constraints import FixCom
     from ase.md.langevin import Langevin
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
     from mace.calculators import MACECalculator
 
+    torch.set_num_threads(1)  # 64 atoms gain little from threads, and lose much to them on a busy machine
     calculator = MACECalculator(model_paths=str(model), device="cpu", default_dtype="float64")
     snapshots = []
     for temperature in TEMPERATURES:

@@ -68,25 +68,26 @@ TINY_SI = pathlib.Path(__file__).resolve().parent.parent / "models" / "tiny-si"
 FOUNDATION = pathlib.Path(__file__).resolve().parent.parent / "models" / "si-foundation"
 
 
-@pytest.fixture
-def mace_code(aiida_localhost):
-    """The Python that runs the committee script, registered as the setup command does."""
+def plugin_code(name: str, computer):
+    """The code ``name`` of ``aiida_pyacemaker.setup.codes`` on ``computer``, registered as the setup command does."""
     from aiida import orm
 
-    from aiida_pyacemaker.setup.codes import MACE_CODE, ensure_code
+    from aiida_pyacemaker.setup import codes
 
-    ensure_code(MACE_CODE, aiida_localhost)
-    return orm.load_code(f"{MACE_CODE.label}@{aiida_localhost.label}")
+    spec = getattr(codes, name)
+    codes.ensure_code(spec, computer)
+    return orm.load_code(f"{spec.label}@{computer.label}")
+
+
+@pytest.fixture
+def mace_code(aiida_localhost):
+    """The Python that runs the committee script."""
+    return plugin_code("MACE_CODE", aiida_localhost)
 
 
 @pytest.fixture
 def mace_train_code(aiida_localhost):
-    from aiida import orm
-
-    from aiida_pyacemaker.setup.codes import MACE_TRAIN_CODE, ensure_code
-
-    ensure_code(MACE_TRAIN_CODE, aiida_localhost)
-    return orm.load_code(f"{MACE_TRAIN_CODE.label}@{aiida_localhost.label}")
+    return plugin_code("MACE_TRAIN_CODE", aiida_localhost)
 
 
 @pytest.fixture
@@ -127,13 +128,8 @@ def si_test_set():
 
 @pytest.fixture
 def pacemaker_code(aiida_localhost):
-    """The Python with python-ace that runs the fit driver, registered as the setup command does."""
-    from aiida import orm
-
-    from aiida_pyacemaker.setup.codes import PACEMAKER_CODE, ensure_code
-
-    ensure_code(PACEMAKER_CODE, aiida_localhost)
-    return orm.load_code(f"{PACEMAKER_CODE.label}@{aiida_localhost.label}")
+    """The Python with python-ace that runs the fit driver."""
+    return plugin_code("PACEMAKER_CODE", aiida_localhost)
 
 
 # --- Offline fixtures in aiida-quantumespresso's style: CalcJob inputs, parsers and handlers, no program runs ---
@@ -344,21 +340,11 @@ def si_ace_potential():
 
 @pytest.fixture
 def ace_md_code(aiida_localhost):
-    """``ace-md@localhost``: the Python with python-ace that runs MD with gamma (as ``aiida-pyacemaker setup``)."""
-    from aiida import orm
-
-    from aiida_pyacemaker.setup.codes import ACE_MD_CODE, ensure_code
-
-    ensure_code(ACE_MD_CODE, aiida_localhost)
-    return orm.load_code(f"{ACE_MD_CODE.label}@{aiida_localhost.label}")
+    """``ace-md@localhost``: the Python with python-ace that runs MD with gamma."""
+    return plugin_code("ACE_MD_CODE", aiida_localhost)
 
 
 @pytest.fixture
 def evaluate_code(aiida_localhost):
     """``evaluate@localhost``: the Python with python-ace and mace-torch that labels validation structures."""
-    from aiida import orm
-
-    from aiida_pyacemaker.setup.codes import EVALUATE_CODE, ensure_code
-
-    ensure_code(EVALUATE_CODE, aiida_localhost)
-    return orm.load_code(f"{EVALUATE_CODE.label}@{aiida_localhost.label}")
+    return plugin_code("EVALUATE_CODE", aiida_localhost)

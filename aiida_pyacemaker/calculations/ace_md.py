@@ -20,7 +20,13 @@ from aiida.engine import CalcJob
 
 from ..data.ace_potential import ASI_NAME, YAML_NAME, AcePotentialData
 from ..data.structure_set import StructureSetData
-from .common import copy_executable, set_serial_defaults
+from .common import (
+    ParameterTable,
+    add_potential_script_exit_codes,
+    check_parameters,
+    copy_executable,
+    set_serial_defaults,
+)
 from .mace import geometry_only
 
 SCRIPT = "ace_md.py"
@@ -37,7 +43,7 @@ def _positive(value: Any) -> bool:
 
 
 #: Allowed ``parameters`` keys: (type, check, description of the allowed values).
-PARAMETERS: dict[str, tuple[type | tuple[type, ...], Any, str]] = {
+PARAMETERS: ParameterTable = {
     "mode": (str, lambda v: v in ("explore", "stability"), "explore or stability"),
     "temperatures": (
         list,
@@ -82,12 +88,8 @@ def validate_parameters(value: orm.Dict | None, _) -> str | None:
     if value is None:
         return None
     given = value.get_dict()
-    for key, item in given.items():
-        if key not in PARAMETERS:
-            return f"parameters: unknown key `{key}`; allowed: {', '.join(sorted(PARAMETERS))}"
-        kind, check, allowed = PARAMETERS[key]
-        if isinstance(item, bool) or not isinstance(item, kind) or not check(item):
-            return f"parameters.{key} = {item!r} is invalid: expected {allowed}"
+    if message := check_parameters(given, PARAMETERS):
+        return message
     merged = {**DEFAULT_PARAMETERS, **given}
     if merged["gamma_select"] >= merged["gamma_stop"]:
         return f"parameters: gamma_select ({merged['gamma_select']}) must be below gamma_stop ({merged['gamma_stop']})"
@@ -133,12 +135,7 @@ class AceMdCalculation(CalcJob):
             required=False,
             help="Explore: the frames selected for labelling, with arrays gamma, temperature, md_step, trajectory.",
         )
-        spec.exit_code(300, "ERROR_OUTPUT_MISSING", message="The MD script wrote no summary.")
-        spec.exit_code(301, "ERROR_OUTPUT_CORRUPT", message="An output file is unreadable or incomplete.")
-        spec.exit_code(310, "ERROR_POTENTIAL_UNREADABLE", message="The potential could not be loaded: {message}")
-        spec.exit_code(311, "ERROR_INPUT_UNREADABLE", message="The start structures could not be read: {message}")
-        spec.exit_code(400, "ERROR_OUT_OF_WALLTIME", message="The job hit its walltime before the MD finished.")
-        spec.exit_code(410, "ERROR_OUT_OF_MEMORY", message="The job ran out of memory or was killed: {message}")
+        add_potential_script_exit_codes(spec, "summary")
 
     def prepare_for_submission(self, folder: Folder) -> CalcInfo:
         from ase.io import write

@@ -19,7 +19,13 @@ from ..data.ace_potential import YAML_NAME, AcePotentialData
 from ..data.labelled_structures import LabelledStructuresData
 from ..data.mace_model import MaceModelData
 from ..data.structure_set import StructureSetData
-from .common import copy_executable, set_serial_defaults
+from .common import (
+    ParameterTable,
+    add_potential_script_exit_codes,
+    check_parameters,
+    copy_executable,
+    set_serial_defaults,
+)
 from .mace import geometry_only
 
 SCRIPT = "evaluate_structures.py"
@@ -28,7 +34,7 @@ RESULTS_FILE = "results.xyz"
 STDOUT_FILE = "aiida.out"
 MACE_FILE = "model.model"
 
-PARAMETERS: dict[str, tuple[type | tuple[type, ...], Any, str]] = {
+PARAMETERS: ParameterTable = {
     "fmax": ((int, float), lambda v: v > 0, "a force > 0 (eV/A) at which an ionic relaxation has converged"),
     "max_steps": (int, lambda v: v >= 1, "an integer >= 1 (BFGS steps per relaxation)"),
     "device": (str, lambda v: v in ("cpu", "cuda") or v.startswith("cuda:"), "cpu, cuda or cuda:N"),
@@ -38,15 +44,7 @@ DEFAULT_PARAMETERS: dict[str, Any] = {"fmax": 0.005, "max_steps": 300, "device":
 
 
 def validate_parameters(value: orm.Dict | None, _) -> str | None:
-    if value is None:
-        return None
-    for key, item in value.get_dict().items():
-        if key not in PARAMETERS:
-            return f"parameters: unknown key `{key}`; allowed: {', '.join(sorted(PARAMETERS))}"
-        kind, check, allowed = PARAMETERS[key]
-        if isinstance(item, bool) or not isinstance(item, kind) or not check(item):
-            return f"parameters.{key} = {item!r} is invalid: expected {allowed}"
-    return None
+    return None if value is None else check_parameters(value.get_dict(), PARAMETERS)
 
 
 def validate_inputs(inputs: dict[str, Any], _) -> str | None:
@@ -98,12 +96,7 @@ class EvaluateCalculation(CalcJob):
             valid_type=LabelledStructuresData,
             help="The final geometries and their labels, with arrays relax_steps and relax_converged.",
         )
-        spec.exit_code(300, "ERROR_OUTPUT_MISSING", message="The script wrote no results file.")
-        spec.exit_code(301, "ERROR_OUTPUT_CORRUPT", message="The results file is unreadable or incomplete.")
-        spec.exit_code(310, "ERROR_POTENTIAL_UNREADABLE", message="The potential could not be loaded: {message}")
-        spec.exit_code(311, "ERROR_INPUT_UNREADABLE", message="The structures could not be read: {message}")
-        spec.exit_code(400, "ERROR_OUT_OF_WALLTIME", message="The job hit its walltime before it finished.")
-        spec.exit_code(410, "ERROR_OUT_OF_MEMORY", message="The job ran out of memory or was killed: {message}")
+        add_potential_script_exit_codes(spec, "results file")
 
     def prepare_for_submission(self, folder: Folder) -> CalcInfo:
         from ase.io import write

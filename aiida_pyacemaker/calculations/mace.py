@@ -16,7 +16,7 @@ from aiida.engine import CalcJob
 from ..data.committee_results import MaceResultsData
 from ..data.mace_model import MaceModelData
 from ..data.structure_set import StructureSetData
-from .common import copy_executable, set_serial_defaults
+from .common import check_parameters, copy_executable, set_serial_defaults
 
 SCRIPT = "mace_committee.py"
 STRUCTURES_FILE = "structures.xyz"
@@ -63,15 +63,7 @@ DEFAULT_PARAMETERS: dict[str, Any] = {
 
 def validate_parameters(value: orm.Dict | None, _) -> str | None:
     """Every key known, every value of the right type and range."""
-    if value is None:
-        return None
-    for key, item in value.get_dict().items():
-        if key not in PARAMETERS:
-            return f"parameters: unknown key `{key}`; allowed: {', '.join(sorted(PARAMETERS))}"
-        kind, check, allowed = PARAMETERS[key]
-        if isinstance(item, bool) or not isinstance(item, kind) or not check(item):
-            return f"parameters.{key} = {item!r} is invalid: expected {allowed}"
-    return None
+    return None if value is None else check_parameters(value.get_dict(), PARAMETERS)
 
 
 def validate_models(value: dict, _) -> str | None:

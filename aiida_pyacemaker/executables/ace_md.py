@@ -31,23 +31,24 @@ import time
 
 import numpy as np
 
-DEFAULTS = {
-    "mode": "explore",
-    "temperatures": [600.0, 1200.0],
-    "steps": 2000,
-    "nve_steps": 0,
-    "timestep_fs": 1.0,
-    "friction_per_fs": 0.01,
-    "gamma_select": 2.0,
-    "gamma_stop": 10.0,
-    "select_interval": 20,
-    "max_selected": 10,
-    "min_atoms": 64,
-    "min_distance": 1.5,
-    "max_temperature_factor": 3.0,
-    "log_interval": 10,
-    "seed": 0,
-}
+#: Every key ``parameters.json`` must give (``AceMdCalculation`` writes them all, its defaults filled in).
+REQUIRED = (
+    "mode",
+    "temperatures",
+    "steps",
+    "nve_steps",
+    "timestep_fs",
+    "friction_per_fs",
+    "gamma_select",
+    "gamma_stop",
+    "select_interval",
+    "max_selected",
+    "min_atoms",
+    "min_distance",
+    "max_temperature_factor",
+    "log_interval",
+    "seed",
+)
 
 
 def fail(kind: str, message: str) -> None:
@@ -194,12 +195,14 @@ def main() -> None:
     parser.add_argument("--potential", required=True, help="the B-basis .yaml")
     parser.add_argument("--active-set", default=None, help="the .asi (gamma; needed to explore)")
     parser.add_argument("--structures", required=True, help="start structures, extxyz")
-    parser.add_argument("--parameters", required=True, help="JSON settings (see DEFAULTS)")
+    parser.add_argument("--parameters", required=True, help="JSON settings (every key of REQUIRED)")
     args = parser.parse_args()
     from ase.io import read, write
 
     with open(args.parameters) as handle:
-        settings = {**DEFAULTS, **json.load(handle)}
+        settings = json.load(handle)
+    if missing := [key for key in REQUIRED if key not in settings]:
+        fail("input_unreadable", f"{args.parameters} misses {missing}")
     try:
         starts = read(args.structures, index=":")
     except Exception as exception:  # any reader error is the input's fault

@@ -129,6 +129,28 @@ class PotentialScriptWrapper(RestartWrapper):
             311, "ERROR_INPUT_UNREADABLE", message="The structures cannot be read; a restart cannot help: {message}"
         )
 
+    @classmethod
+    def get_builder_from_protocol(
+        cls,
+        code: orm.AbstractCode | str,
+        potential: orm.Data | None = None,
+        structure_set: orm.Data | None = None,
+        protocol: str | None = None,
+        overrides: dict[str, Any] | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> ProcessBuilder:
+        """A builder filled from the wrapper's protocol file.
+
+        :param code: the code (or its label) whose Python runs the script.
+        :param potential: the potential; leave it out when a parent sets it.
+        :param structure_set: the structures; leave them out when a parent sets them.
+        :param protocol: ``fast``, ``balanced`` or ``stringent`` (default: the file's ``default_protocol``).
+        :param overrides: nested inputs merged over the protocol's, in the layout of the wrapper's ports.
+        :param options: merged over the CalcJob's ``metadata.options``.
+        """
+        inputs = cls.get_protocol_inputs(protocol, overrides)
+        return cls.builder_from_protocol_inputs(inputs, code, options, potential=potential, structure_set=structure_set)
+
     def setup(self) -> None:
         """``ctx.inputs`` from the namespace, with every default parameter filled in."""
         super().setup()

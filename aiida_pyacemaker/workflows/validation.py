@@ -34,7 +34,7 @@ from ..data.ace_potential import AcePotentialData
 from ..data.mace_model import MaceModelData
 from ..data.structure_set import StructureSetData
 from ..dft import bands_for_pseudos
-from ..properties import STAGE_2_PROPERTIES, format_table, validate_settings
+from ..properties import STAGE_2_PROPERTIES, format_md, format_table, validate_settings
 from ..protocols import ProtocolMixin, as_input_nodes, builder_inputs, nested_builder
 from .ace_md.base import AceMdBaseWorkChain
 from .evaluate.base import EvaluateBaseWorkChain
@@ -239,7 +239,10 @@ class ValidationWorkChain(ProtocolMixin, WorkChain):
         assert isinstance(table, orm.Dict)
         self.out("table", table)
         self.out("curves", outputs["curves"])
-        self.report("validation table\n" + format_table(table["rows"], table["engines"]))
+        text = format_table(table["rows"], table["engines"])
+        if "md" in table.get_dict():
+            text += "\n" + format_md(table["md"])
+        self.report("validation table\n" + text)
 
     # --- labels by engine: ACE and the teacher through EvaluateBaseWorkChain, DFT through PwBaseWorkChain -----------
 

@@ -13,6 +13,8 @@ import pytest
 from ase.build import bulk
 from ase.io import read, write
 
+from aiida_pyacemaker.calculations.ace_md import DEFAULT_PARAMETERS
+
 SI_ACE_MD = pathlib.Path(__file__).resolve().parents[1] / "data" / "si_ace_md"
 FOUNDATION = pathlib.Path(__file__).resolve().parents[2] / "models" / "si-foundation" / "mace_si_foundation.model"
 
@@ -24,7 +26,7 @@ def run_script(name: str, folder: pathlib.Path, *arguments: str) -> subprocess.C
 
 def run_md(folder: pathlib.Path, parameters: dict, active_set: bool = True) -> dict:
     write(folder / "start.xyz", [bulk("Si", "diamond", a=5.43, cubic=True)])
-    (folder / "parameters.json").write_text(json.dumps(parameters))
+    (folder / "parameters.json").write_text(json.dumps({**DEFAULT_PARAMETERS, **parameters}))  # as the CalcJob
     arguments = ["--potential", str(SI_ACE_MD / "potential.yaml"), "--structures", "start.xyz"]
     arguments += ["--parameters", "parameters.json"]
     if active_set:
@@ -88,3 +90,13 @@ def test_evaluate_relaxes_flagged_rows(tmp_path, engine):
     assert first.info["relax_steps"] == 0 and np.abs(first.arrays["ml_forces"]).max() > 0.05
     assert second.info["relax_converged"] and np.abs(second.arrays["ml_forces"]).max() < 0.01
     assert second.info["ml_energy"] < first.info["ml_energy"], "relaxing lowers the energy"
+
+
+def test_parameters_missing_a_key_are_refused(tmp_path):
+    write(tmp_path / "start.xyz", [bulk("Si", "diamond", a=5.43, cubic=True)])
+    (tmp_path / "parameters.json").write_text(json.dumps({"mode": "explore"}))
+    arguments = ["--potential", str(SI_ACE_MD / "potential.yaml"), "--structures", "start.xyz"]
+    completed = run_script("ace_md.py", tmp_path, *arguments, "--parameters", "parameters.json")
+    assert completed.returncode == 2
+    error = json.loads((tmp_path / "error.json").read_text())
+    assert error["error"] == "input_unreadable" and "misses" in error["message"] and "temperatures" in error["message"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from aiida import orm
 from aiida.engine import ProcessHandlerReport
 from ase.build import bulk
 
@@ -109,13 +108,10 @@ def test_evaluate_builder_from_protocol(fixture_code, foundation_model):
 
 @pytest.mark.slow
 @pytest.mark.daemon
-def test_exploration_on_the_daemon_selects_extrapolating_frames(si_ace_potential, aiida_localhost, submit_and_await):
+def test_exploration_on_the_daemon_selects_extrapolating_frames(si_ace_potential, ace_md_code, submit_and_await):
     """A real ``AceMdBaseWorkChain`` on the daemon: hot MD with the small Si potential leaves its training domain;
     the selected frames lie between gamma_select and gamma_stop, at most max_selected of them."""
-    from aiida_pyacemaker.setup.codes import ACE_MD_CODE, ensure_code
-
-    ensure_code(ACE_MD_CODE, aiida_localhost)
-    code = orm.load_code(f"{ACE_MD_CODE.label}@{aiida_localhost.label}")
+    code = ace_md_code
     overrides = {
         "md": {
             "parameters": {

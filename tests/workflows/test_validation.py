@@ -63,7 +63,8 @@ def test_validation_on_the_daemon_with_real_pw(
     aiida_profile,
     daemon_client,
     submit_and_await,
-    aiida_localhost,
+    evaluate_code,
+    ace_md_code,
     si_ace_potential,
     foundation_model,
     pw_code,
@@ -75,17 +76,14 @@ def test_validation_on_the_daemon_with_real_pw(
     from click.testing import CliRunner
 
     from aiida_pyacemaker.cli.validate import validate
-    from aiida_pyacemaker.setup.codes import ACE_MD_CODE, EVALUATE_CODE, ensure_code
 
-    for spec in (ACE_MD_CODE, EVALUATE_CODE):
-        ensure_code(spec, aiida_localhost)
     builder = ValidationWorkChain.get_builder_from_protocol(
-        orm.load_code(f"{EVALUATE_CODE.label}@{aiida_localhost.label}"),
+        evaluate_code,
         si_ace_potential,
         si8(),
         teacher=foundation_model,
         pw_code=pw_code,
-        md_code=orm.load_code(f"{ACE_MD_CODE.label}@{aiida_localhost.label}"),
+        md_code=ace_md_code,
         protocol="fast",
         overrides={"md": {"md": {"parameters": {"steps": 1000, "nve_steps": 500}}}},
     )
