@@ -129,10 +129,10 @@ def test_exploration_on_the_daemon_selects_extrapolating_frames(si_ace_potential
         StructureSetData.from_atoms([bulk("Si", "diamond", a=5.43, cubic=True)]),
         overrides=overrides,
     )
-    node = submit_and_await(builder)
+    node = submit_and_await(builder, timeout=600)
     assert node.is_finished_ok, node.exit_message
     (record,) = node.outputs.summary["trajectories"]
-    assert record["atoms"] == 64 and record["max_gamma"] > 1.1
+    assert record["atoms"] == 16 and record["max_gamma"] > 1.1  # the fast protocol: start cells to 16 atoms
     selected = node.outputs.selected
     assert 1 <= len(selected) <= 3
     assert ((selected.get_array("gamma") >= 1.1) & (selected.get_array("gamma") < 4.0)).all()
