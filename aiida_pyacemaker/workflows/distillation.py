@@ -24,8 +24,9 @@ once it is fine-tuned on them, the campaign's DFT structures (a reference set th
 calibrates the uncertainty on DFT rows (``calibration_size`` rows first, then every DFT row); the calibration is
 carried from one oracle to the next.
 
-The loop stops when the DFT budget is spent, the test force RMSE reaches the target, nothing was above the DFT
-threshold, or after ``max_iterations``.
+The loop stops when the DFT budget is spent (not with exploration: the teacher still labels the frames where ACE
+extrapolates), the test force RMSE reaches the target, nothing was above the DFT threshold, or after
+``max_iterations``.
 """
 
 from __future__ import annotations
@@ -353,9 +354,10 @@ class DistillationWorkChain(ProtocolMixin, WorkChain):
         last = self.ctx.last_counts
         if self.ctx.iteration + 1 >= self.inputs.max_iterations.value:
             return f"max_iterations ({self.inputs.max_iterations.value}) reached"
-        # A spent budget still leaves one fine-tuning pass on the DFT structures of the last iteration.
+        # A spent budget still leaves one fine-tuning pass on the DFT structures of the last iteration; with
+        # exploration the teacher still labels the frames where ACE extrapolates (max_iterations bounds the loop).
         unused_dft = "fine_tune" in self.inputs and "dft_last" in self.ctx
-        if self.ctx.dft_calls >= self.inputs.dft_budget.value and not unused_dft:
+        if self.ctx.dft_calls >= self.inputs.dft_budget.value and not unused_dft and "exploration" not in self.inputs:
             return f"DFT budget spent ({self.ctx.dft_calls} of {self.inputs.dft_budget.value} calls)"
         rmse = self.ctx.get("test_force_rmse")
         if "target_force_rmse" in self.inputs and rmse is not None and rmse <= self.inputs.target_force_rmse.value:

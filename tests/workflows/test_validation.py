@@ -115,7 +115,8 @@ def test_validation_on_the_daemon_with_real_pw(
         if child.process_label == "PwBaseWorkChain" and child.inputs.pw.parameters["CONTROL"]["calculation"] == "relax"
     ]
     assert len(relaxations) == 4
-    result = CliRunner().invoke(validate, [str(si_ace_potential.pk), "--plots", str(tmp_path)])
+    plots = tmp_path / "plots"
+    result = CliRunner().invoke(validate, [str(si_ace_potential.pk), "--plots", str(plots)])
     assert result.exit_code == 0, result.output
     assert "lattice constant a0" in result.output and "MD stability (ACE, 64 atoms" in result.output
-    assert {path.name for path in tmp_path.iterdir()} == {"validation_eos.png", "validation_phonons.png"}
+    assert {path.name for path in plots.iterdir()} == {"validation_eos.png", "validation_phonons.png"}
