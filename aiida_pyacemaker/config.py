@@ -18,7 +18,8 @@ Example (paths are relative to the file)::
 ``teacher`` is one MACE model (a foundation model: its uncertainty is the latent distance to the prototypes and,
 once fine-tuned on them, the campaign's DFT structures) or a list of two or more (a committee: their spread);
 ``committee`` is the older name of the same key. ``codes.mace_train: null`` turns Phase 4 (fine-tuning) off,
-``codes.ace_md: null`` Phase 3 (exploration by MD) and ``codes.evaluate: null`` Phase 2 (validation).
+``explore: false`` Phase 3 (exploration by MD; ``codes.ace_md: null`` too, and the MD stability check with it) and
+``codes.evaluate: null`` Phase 2 (validation).
 ``overrides`` follow the work chain's ports (one schema: ``verdi plugin list aiida.workflows
 pyacemaker.distillation`` shows them); the children's protocols of the same name fill what is not given. Every
 error names the key and what it allows.
@@ -36,7 +37,7 @@ from .protocols import ProtocolError, builder_inputs, check_override_keys
 REQUIRED = ("campaign", "prototypes")
 #: Exactly one of these names the teacher (``committee`` is the older name).
 TEACHER_KEYS = ("teacher", "committee")
-OPTIONAL = ("protocol", "test_set", "codes", "overrides", "pseudo_family", *TEACHER_KEYS)
+OPTIONAL = ("protocol", "test_set", "codes", "overrides", "pseudo_family", "explore", *TEACHER_KEYS)
 DEFAULT_CODES = {
     "mace": "mace@localhost",
     "pw": "pw@localhost",
@@ -45,6 +46,8 @@ DEFAULT_CODES = {
     "ace_md": "ace-md@localhost",
     "evaluate": "evaluate@localhost",
 }
+#: Codes whose phase a campaign may turn off with ``null``: Phase 4, Phase 3, Phase 2.
+OPTIONAL_CODES = ("mace_train", "ace_md", "evaluate")
 BULK_KEYS = ("name", "crystalstructure", "a", "c", "cubic", "orthorhombic")
 
 
@@ -90,6 +93,9 @@ def check_config(content: Any, base: pathlib.Path) -> dict[str, Any]:
     if config.get("test_set") is not None:
         config["test_set"] = _existing_file(config["test_set"], base, "test_set")
     config["codes"] = _check_codes(config.get("codes") or {})
+    config.setdefault("explore", True)
+    if not isinstance(config["explore"], bool):
+        raise ConfigError(f"explore: give true or false, got {config['explore']!r}")
     config["overrides"] = _check_overrides(config.get("overrides") or {})
     return config
 
@@ -141,7 +147,7 @@ def _check_codes(value: Any) -> dict[str, str | None]:
         raise ConfigError(f"codes: unknown key(s) {unknown}; allowed: {sorted(DEFAULT_CODES)}")
     codes: dict[str, str | None] = {**DEFAULT_CODES, **value}
     for key, label in codes.items():
-        if label is None and key == "mace_train":
+        if label is None and key in OPTIONAL_CODES:
             continue
         if not isinstance(label, str):
             raise ConfigError(f"codes.{key}: give a code label such as `{DEFAULT_CODES[key]}`")
@@ -217,6 +223,7 @@ def build_from_config(config: dict[str, Any]):
             campaign=config["campaign"],
             mace_train_code=codes.get("mace_train"),
             md_code=codes.get("ace_md"),
+            explore=config["explore"],
             evaluate_code=codes.get("evaluate"),
             test_set=test_set,
             protocol=config["protocol"],

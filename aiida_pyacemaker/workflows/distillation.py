@@ -237,6 +237,7 @@ class DistillationWorkChain(ProtocolMixin, WorkChain):
         mace_train_code: orm.AbstractCode | None = None,
         md_code: orm.AbstractCode | None = None,
         evaluate_code: orm.AbstractCode | None = None,
+        explore: bool = True,
         test_set: LabelledStructuresData | None = None,
         protocol: str | None = None,
         overrides: dict[str, Any] | None = None,
@@ -248,7 +249,7 @@ class DistillationWorkChain(ProtocolMixin, WorkChain):
         ``training`` (``IncrementalTrainingWorkChain``) and ``fine_tune`` (``MaceTrainBaseWorkChain``) are built
         from their own protocols of the same name with ``overrides['oracle']`` etc. on top. Phase 4 (fine-tuning) is
         on when ``mace_train_code`` is given, Phase 3 (exploration, ``AceMdBaseWorkChain``'s protocol with
-        ``overrides['exploration']``) with ``md_code``, Phase 2 (validation of the final potential,
+        ``overrides['exploration']``) with ``md_code`` and ``explore``, Phase 2 (validation of the final potential,
         ``ValidationWorkChain``'s protocol with ``overrides['validation']``) with ``evaluate_code``. The largest
         prototype sets the DFT tier's cutoffs and bands.
         """
@@ -289,7 +290,7 @@ class DistillationWorkChain(ProtocolMixin, WorkChain):
             oracle_inputs["mace"]["mace"]["reference_structures"] = prototypes
         builder.oracle = oracle_inputs
         builder.training = without(builder_inputs(training), *TRAINING_SET_BY_LOOP)
-        if md_code is not None:
+        if md_code is not None and explore:
             exploration = nested_builder(
                 "exploration",
                 AceMdBaseWorkChain.get_builder_from_protocol,

@@ -44,6 +44,7 @@ def test_the_example_campaign_file_is_valid():
             "codes: unknown key(s) ['dft']; allowed: ['ace_md', 'evaluate', 'mace', 'mace_train', 'pacemaker'",
         ),
         ({"codes": {"pw": 3}}, "codes.pw: give a code label such as `pw@localhost`"),
+        ({"explore": "yes"}, "explore: give true or false, got 'yes'"),
         ({"overrides": {"budget": 3}}, "overrides: `budget` is not an input; allowed here: ["),
         ({"overrides": {"oracle": {"threshold": 0.1}}}, "overrides: `oracle.threshold` is not an input; allowed here"),
         (
@@ -81,6 +82,7 @@ def test_build_from_the_example_gives_the_fast_protocol(
     mace_code, pw_code, pacemaker_code, mace_train_code, ace_md_code, evaluate_code, pseudo_family
 ):
     from aiida_pyacemaker.config import build_from_config
+    from aiida_pyacemaker.protocols import builder_inputs
 
     overrides = {"dft_budget": 7, "oracle": {"uncertainty_threshold": 0.12}}
     builder = build_from_config({**load_config(EXAMPLE), "overrides": overrides})
@@ -90,10 +92,13 @@ def test_build_from_the_example_gives_the_fast_protocol(
     assert len(builder.oracle.mace.mace.models) == 1 and len(builder.test_set) == 15
     assert builder.fine_tune.mace_train.parameters["max_num_epochs"] == 10
     assert builder.prototypes.base.attributes.get("num_atoms") == 8
-    # Phase 3 and Phase 2 are on: exploration from the fast MD protocol, validation of the final potential
-    assert builder.exploration.md.parameters["min_atoms"] == 16
+    # Phase 2 is on (validation of the final potential, with MD stability); Phase 3 is off in the example
     assert builder.validation.settings["dft_properties"] == ["elastic"]
     assert builder.validation.md.md.parameters["mode"] == "stability"
+    assert "exploration" not in builder_inputs(builder)
+    explore = load_config(EXAMPLE)
+    explore["explore"] = True
+    assert build_from_config(explore).exploration.md.parameters["min_atoms"] == 16  # the fast MD protocol
 
     # Values are checked against the same ports when the builder is made; the error names the key.
     with pytest.raises(ConfigError, match=r"overrides: `dft_budget` = '3' does not fit the port"):
